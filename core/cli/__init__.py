@@ -1,0 +1,136 @@
+"""The ``credenza`` command line: a thin front end over the Broker.
+
+Core commands live in the modules of this package; enabled plugins add theirs through the
+``credenza_commands`` hook, for the configuration in effect (``--config`` or ``$CREDENZA_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+import attrs
+import click
+
+from credenza.cli.serve import serve
+from credenza.config import CONFIG_ENV, Config
+from credenza.errors import ConfigError
+from credenza.loader import PluginInfo, installed_plugins, load_plugins
+
+
+@attrs.frozen
+class CliState:
+    """What every command may need: the configuration path given on the command line."""
+
+    config_path: str | None
+
+    def config(self) -> Config:
+        """The configuration in effect (the embedded default when none is given)."""
+        return Config.load(self.config_path)
+
+
+class CredenzaGroup(click.Group):
+    """A group that explains a missing command when plugin commands could not be loaded."""
+
+    plugin_error: str | None = None
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and self.plugin_error and args[0] not in self.commands:
+            raise click.UsageError(f"no such command {args[0]!r}; plugin commands are not "
+                                   f"available: {self.plugin_error}", ctx)
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=CredenzaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar=CONFIG_ENV, metavar="FILE",
+              type=click.Path(dir_okay=False),
+              help=f"Configuration file (default: ${CONFIG_ENV}, else the embedded default).")
+@click.version_option(package_name="credenza")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """credenza: a pluggable credential broker."""
+    ctx.obj = CliState(config_path)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def plugins(state: CliState, as_json: bool) -> None:
+    """List installed plugins: enabled or not, distribution, version and hooks."""
+    try:
+        enabled = state.config().plugins
+    except ConfigError as exc:
+        click.echo(f"warning: {exc}; showing no plugin as enabled", err=True)
+        enabled = ()
+    infos = installed_plugins(enabled)
+    if as_json:
+        click.echo(json.dumps([attrs.asdict(info) for info in infos], indent=2))
+        return
+    for info in infos:
+        click.echo(_plugin_line(info))
+
+
+def _plugin_line(info: PluginInfo) -> str:
+    mark = "enabled " if info.enabled else "disabled"
+    dist = f"{info.distribution} {info.version}" if info.distribution else "?"
+    hooks = ", ".join(info.hooks) if not info.error else f"FAILS TO LOAD: {info.error}"
+    return f"{info.name:<16} {mark}  {dist:<24} {info.target}\n{'':<18}hooks: {hooks}"
+
+
+@cli.group()
+def config() -> None:
+    """Check configuration files."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def config_check(file: str) -> None:
+    """Load FILE and its plugins as the server would; exit 1 with the first error."""
+    loaded = Config.from_file(file)
+    load_plugins(loaded)
+    names = ", ".join(loaded.plugins) or "none"
+    click.echo(f"{loaded.source}: OK (plugins: {names}; data directory: {loaded.data_dir})")
+
+
+cli.add_command(serve)
+CORE_COMMANDS = frozenset(cli.commands)
+
+
+def _add_plugin_commands(group: CredenzaGroup, argv: Sequence[str]) -> None:
+    # Start from the core commands: main() may run more than once in a process (tests, embedding).
+    for name in set(group.commands) - CORE_COMMANDS:
+        del group.commands[name]
+    group.plugin_error = None
+    path = _config_path_from(argv)
+    try:
+        pm = load_plugins(Config.load(path))
+    except ConfigError as exc:
+        group.plugin_error = str(exc)
+        return
+    pm.hook.credenza_commands(cli=group)
+
+
+def _config_path_from(argv: Sequence[str]) -> str | None:
+    """``--config`` as click will see it, read ahead so plugin commands can be added first."""
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``credenza`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _add_plugin_commands(cli, args)
+    try:
+        cli.main(args=args, prog_name="credenza", standalone_mode=True)
+    except ConfigError as exc:
+        click.echo(f"credenza: configuration error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,86 @@
+"""``credenza serve``: the bundled production server (gunicorn: worker processes, threads, TLS).
+
+The master process loads the configuration and the plugins once to fail fast with a clear message,
+then releases them; each worker builds its own Broker after the fork, so no connection or lock is
+shared between processes. SIGTERM stops gracefully: workers finish the requests they have.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import click
+from gunicorn.app.base import BaseApplication
+
+from credenza.broker import Broker
+from credenza.config import Config
+from credenza.wsgi import make_app
+
+if TYPE_CHECKING:
+    from credenza.cli import CliState
+
+# Path without the query string, no headers: nothing a caller sends as a secret reaches the log.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms id=%({x-request-id}o)s'
+
+
+class CredenzaServer(BaseApplication):
+    """gunicorn, configured from ``[server]`` instead of its own command line."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        server = self.config.server
+        settings: dict[str, Any] = {
+            "bind": [server.bind],
+            "workers": server.workers,
+            "worker_class": "gthread",
+            "threads": server.threads,
+            "graceful_timeout": server.graceful_timeout,
+            "proc_name": "credenza",
+            "errorlog": "-",
+            "loglevel": self.config.log_level.lower(),
+            "accesslog": "-" if server.access_log else None,
+            "access_log_format": ACCESS_LOG_FORMAT,
+            "limit_request_line": 8190,
+        }
+        if server.tls:
+            settings.update(certfile=str(server.certfile), keyfile=str(server.keyfile))
+        # gunicorn >= 24 opens a control socket at one fixed path per user; several servers on one
+        # host would fight over it, and credenza needs none of what it offers.
+        if "control_socket_disable" in self.cfg.settings:
+            settings["control_socket_disable"] = True
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return make_app(Broker.from_config(self.config))
+
+
+@click.command()
+@click.option("--bind", metavar="HOST:PORT", help="Address to listen on ([server] bind).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes ([server] workers).")
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TLS certificate chain (PEM); with --keyfile the server speaks HTTPS.")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TLS private key (PEM).")
+@click.pass_obj
+def serve(state: CliState, bind: str | None, workers: int | None, certfile: Path | None,
+          keyfile: Path | None) -> None:
+    """Run the bundled server (the embedded default configuration without --config)."""
+    config = state.config()
+    overrides = {"bind": bind, "workers": workers, "certfile": certfile, "keyfile": keyfile}
+    server = attrs.evolve(config.server, **{k: v for k, v in overrides.items() if v is not None})
+    if (server.certfile is None) != (server.keyfile is None):
+        raise click.UsageError("TLS needs both --certfile and --keyfile")
+    config = attrs.evolve(config, server=server)
+    logging.basicConfig(level=config.log_level,
+                        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    make_app(Broker.from_config(config)).broker.close()  # fail fast, in the master
+    scheme = "https" if server.tls else "http"
+    click.echo(f"credenza: serving {config.source} on {scheme}://{server.bind}", err=True)
+    CredenzaServer(config).run()

@@ -1,0 +1,367 @@
+"""The values that pass between hooks: small frozen attrs classes.
+
+Every secret field has ``repr=False`` so that it never reaches a log line or a traceback. Datetimes
+are timezone-aware UTC; mappings are read-only views so that a frozen object stays frozen.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+UTC = dt.UTC
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC (the only clock the models use)."""
+    return dt.datetime.now(UTC)
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(value or {}))
+
+
+def _frozen_set(value: Iterable[str] | None) -> frozenset[str]:
+    if isinstance(value, str):  # a lone string would become a set of its characters
+        return frozenset([value])
+    return frozenset(value or ())
+
+
+def _aware_utc(_instance: object, attribute: attrs.Attribute, value: dt.datetime | None) -> None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() != dt.timedelta(0)):
+        raise ValueError(f"{attribute.name} must be a timezone-aware UTC datetime, got {value!r}")
+
+
+def _printable(_instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if not value or not value.isprintable():
+        raise ValueError(f"{attribute.name} must be a non-empty printable string, got {value!r}")
+
+
+_KIND = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+def _kind(_instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if not _KIND.match(value):
+        raise ValueError(f"{attribute.name} must match {_KIND.pattern}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Identity
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class BasicCredentials:
+    """A user name and password presented with HTTP Basic authentication."""
+
+    username: str
+    password: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class IdentityRequest:
+    """What a caller presented, independent of the front end (WSGI, CLI, an embedding app).
+
+    Identity plugins read the field they understand and leave the others alone.
+    """
+
+    environ: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_frozen_mapping, repr=False, eq=False
+    )
+    remote_addr: str | None = None
+    basic: BasicCredentials | None = None
+    bearer: str | None = attrs.field(default=None, repr=False)
+    api_key: str | None = attrs.field(default=None, repr=False)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, Any]) -> IdentityRequest:
+        """Parse the credentials a WSGI request carries (Authorization and X-API-Key headers).
+
+        A malformed Authorization header is kept as "nothing presented" for the scheme it names;
+        identity plugins then answer 401, which is what the caller needs to hear.
+        """
+        basic = bearer = None
+        scheme, _, param = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+        if scheme.lower() == "basic":
+            basic = _parse_basic(param.strip())
+        elif scheme.lower() == "bearer" and param.strip():
+            bearer = param.strip()
+        return cls(
+            environ=environ,
+            remote_addr=environ.get("REMOTE_ADDR"),
+            basic=basic,
+            bearer=bearer,
+            api_key=environ.get("HTTP_X_API_KEY") or None,
+        )
+
+
+def _parse_basic(param: str) -> BasicCredentials | None:
+    try:
+        decoded = base64.b64decode(param, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return BasicCredentials(username, password) if sep and username else None
+
+
+PRINCIPAL_KINDS = frozenset({"user", "machine", "client", "service"})
+
+
+@attrs.frozen
+class Principal:
+    """Who is calling: the answer of the identity sources, enriched with groups by the broker."""
+
+    name: str = attrs.field(validator=_printable)
+    source: str = attrs.field(validator=_printable)
+    kind: str = attrs.field(default="user", validator=attrs.validators.in_(PRINCIPAL_KINDS))
+    groups: frozenset[str] = attrs.field(factory=frozenset, converter=_frozen_set)
+    attributes: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_frozen_mapping, hash=False
+    )
+
+    def with_groups(self, groups: Iterable[str]) -> Principal:
+        """A copy with ``groups`` added to the groups it already has."""
+        return attrs.evolve(self, groups=self.groups | _frozen_set(groups))
+
+
+# --------------------------------------------------------------------------------------------
+# What a principal may obtain
+# --------------------------------------------------------------------------------------------
+
+WILDCARD = "*"
+
+
+@attrs.frozen
+class Grant:
+    """One thing a principal may obtain.
+
+    ``kind`` says what sort of thing (``aws``: an account's role; ``token``: tokens of a credential
+    provider; ``api-key``: one API key; ``admin``: lifecycle rights over a provider's tokens);
+    ``target`` names it (account name, provider identifier, key identifier); ``role`` is the AWS
+    role for ``aws`` grants. ``*`` as target or role matches anything. ``via`` explains where the
+    grant came from (a group, a file) and is not part of its identity.
+    """
+
+    kind: str = attrs.field(validator=_kind)
+    target: str = attrs.field(validator=_printable)
+    role: str | None = attrs.field(default=None)
+    audiences: frozenset[str] = attrs.field(factory=frozenset, converter=_frozen_set)
+    via: str = attrs.field(default="", eq=False)
+
+    @role.validator
+    def _role_for_aws(self, attribute: attrs.Attribute, value: str | None) -> None:
+        if self.kind == "aws" and not value:
+            raise ValueError("an aws grant needs a role")
+        if value is not None:
+            _printable(self, attribute, value)
+
+    @classmethod
+    def aws(cls, account: str, role: str, via: str = "") -> Grant:
+        """The right to credentials for ``role`` in ``account``."""
+        return cls("aws", account, role=role, via=via)
+
+    def permits(self, kind: str, target: str, role: str | None = None) -> bool:
+        """Whether this grant covers ``kind``/``target``/``role``."""
+        return (
+            self.kind == kind
+            and self.target in (target, WILDCARD)
+            and (role is None or self.role in (role, WILDCARD))
+        )
+
+
+PARTITIONS = frozenset({"aws", "aws-us-gov", "aws-cn"})
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+_ROLE_PATH = re.compile(r"^/([\x21-\x7e]+/)*$")
+
+
+@attrs.frozen
+class Account:
+    """An AWS account in the catalogue: a name people use and what STS needs."""
+
+    name: str = attrs.field(validator=_printable)
+    id: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.matches_re(_ACCOUNT_ID)),
+    )
+    partition: str = attrs.field(default="aws", validator=attrs.validators.in_(PARTITIONS))
+    region: str | None = None
+    default_duration: int = attrs.field(
+        default=3600, validator=[attrs.validators.ge(900), attrs.validators.le(43200)]
+    )
+    max_duration: int = attrs.field(
+        default=3600, validator=[attrs.validators.ge(900), attrs.validators.le(43200)]
+    )
+    role_path: str = attrs.field(default="/", validator=attrs.validators.matches_re(_ROLE_PATH))
+
+    @max_duration.validator
+    def _max_not_below_default(self, _attribute: attrs.Attribute, value: int) -> None:
+        if value < self.default_duration:
+            raise ValueError(
+                f"max_duration ({value}) is below default_duration ({self.default_duration})"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Credentials
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class AwsOptions:
+    """What the caller asked for beyond account and role."""
+
+    duration: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            [attrs.validators.ge(900), attrs.validators.le(43200)]
+        ),
+    )
+    # The least validity the caller needs; IMDS clients want 30 minutes (protocols/aws-clients.md).
+    min_remaining: dt.timedelta = dt.timedelta(minutes=5)
+    callback_url: str | None = None
+
+
+@attrs.frozen
+class AwsCredentials:
+    """Temporary AWS credentials."""
+
+    access_key_id: str = attrs.field(validator=_printable)
+    secret_access_key: str = attrs.field(repr=False)
+    session_token: str = attrs.field(repr=False)
+    expiration: dt.datetime = attrs.field(validator=_aware_utc)
+    account_id: str | None = None
+    issued_at: dt.datetime = attrs.field(factory=utcnow, validator=_aware_utc)
+
+    def remaining(self, now: dt.datetime | None = None) -> dt.timedelta:
+        """How long the credentials stay valid."""
+        return self.expiration - (now or utcnow())
+
+
+@attrs.frozen
+class TokenSpec:
+    """A request for a token from a credential provider."""
+
+    provider: str = attrs.field(validator=_printable)
+    subject: str = attrs.field(validator=_printable)
+    audiences: frozenset[str] = attrs.field(factory=frozenset, converter=_frozen_set)
+    lifetime: dt.timedelta | None = None
+    issuer: str | None = None
+    custom_claims: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_frozen_mapping, hash=False
+    )
+    consumer_type: str = "custom"
+    consumer_id: str | None = None
+    include_short_token: bool = False
+
+
+@attrs.frozen
+class TokenRecord:
+    """What the token store keeps of an issued token: metadata and claims, never the secret."""
+
+    token_id: str = attrs.field(validator=_printable)
+    token_type: str = attrs.field(validator=_kind)
+    provider: str = attrs.field(validator=_printable)
+    consumer_type: str
+    consumer_id: str
+    creator_type: str
+    creator_id: str
+    issued_at: dt.datetime = attrs.field(validator=_aware_utc)
+    expires_at: dt.datetime = attrs.field(validator=_aware_utc)
+    claims: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False)
+    revoked: bool = False
+    updated_at: dt.datetime | None = attrs.field(default=None, validator=_aware_utc)
+
+    def expired(self, now: dt.datetime | None = None) -> bool:
+        """Whether the token is past its expiry."""
+        return self.expires_at <= (now or utcnow())
+
+
+@attrs.frozen
+class IssuedToken:
+    """A freshly issued token: its secret value(s), shown once, and the record the store keeps."""
+
+    record: TokenRecord
+    value: str = attrs.field(repr=False)
+    short_token: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class Page:
+    """One page of a listing; ``next_token`` is opaque and absent on the last page."""
+
+    items: tuple[Any, ...] = attrs.field(converter=tuple)
+    next_token: str | None = None
+    total_count: int | None = None
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Where issued tokens are remembered. Secrets are never passed in: only their hashes."""
+
+    def add(self, record: TokenRecord, secret_hashes: Iterable[bytes]) -> None:
+        """Store a new record, findable by each of ``secret_hashes``."""
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The record with ``token_id``, or None."""
+
+    def find(self, secret_hash: bytes) -> TokenRecord | None:
+        """The record one of whose secrets hashes to ``secret_hash``, or None."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+# --------------------------------------------------------------------------------------------
+# Health and observer events
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Health:
+    """The state of one dependency a plugin relies on (a store, STS, a directory)."""
+
+    component: str = attrs.field(validator=_printable)
+    ok: bool
+    detail: str = "OK"
+
+
+@attrs.frozen
+class IssuedEvent:
+    """A credential was handed out. Carries identifiers, never the credential itself."""
+
+    principal: Principal
+    kind: str
+    target: str
+    role: str | None = None
+    token_id: str | None = None
+    expires_at: dt.datetime | None = None
+    at: dt.datetime = attrs.field(factory=utcnow, validator=_aware_utc)
+
+
+@attrs.frozen
+class DeniedEvent:
+    """A request was refused: who (if known), for what, and why."""
+
+    principal: Principal | None
+    kind: str
+    target: str
+    reason: str
+    role: str | None = None
+    at: dt.datetime = attrs.field(factory=utcnow, validator=_aware_utc)
+
+
+@attrs.frozen
+class RevokedEvent:
+    """Tokens were revoked or (``reinstated=True``) reinstated by ``actor``."""
+
+    actor: Principal
+    token_ids: tuple[str, ...] = attrs.field(converter=tuple)
+    reinstated: bool = False
+    at: dt.datetime = attrs.field(factory=utcnow, validator=_aware_utc)

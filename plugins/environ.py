@@ -1,0 +1,43 @@
+"""Plugin ``environ``: identity from a field of the WSGI environ.
+
+Behind Apache (or any front end that authenticates), ``REMOTE_USER`` carries the user name; for
+machines on a trusted network, ``REMOTE_ADDR`` can name them. Settings (``[plugins.environ]``):
+
+``field``
+    The environ key to read (default ``REMOTE_USER``).
+``kind``
+    The kind of principal it names: ``user`` (default) or ``machine``.
+``allow_header_field``
+    ``HTTP_*`` keys come from request headers that any client can forge; they are refused unless
+    this is ``true`` (only behind a proxy that strips and sets the header itself).
+"""
+
+from __future__ import annotations
+
+from credenza.config import Section
+from credenza.errors import Unauthenticated
+from credenza.markers import hookimpl
+from credenza.models import IdentityRequest, Principal
+
+NAME = "environ"
+
+
+class EnvironIdentity:
+    """Identifies callers by the value of one WSGI environ field."""
+
+    def __init__(self, section: Section) -> None:
+        self.field = section.get_str("field", "REMOTE_USER")
+        self.kind = section.get_str("kind", "user", choices=frozenset({"user", "machine"}))
+        allow_header_field = section.get_bool("allow_header_field", False)
+        if self.field.startswith("HTTP_") and not allow_header_field:
+            raise section.error("field", f"{self.field} is a request header any client can set; "
+                                "set allow_header_field = true only behind a proxy that sets it")
+
+    @hookimpl
+    def credenza_identify(self, request: IdentityRequest) -> Principal | None:
+        value = request.environ.get(self.field)
+        if not value:
+            return None
+        if not isinstance(value, str) or not value.isprintable():
+            raise Unauthenticated(f"the {self.field} field does not hold a usable name")
+        return Principal(value, source=NAME, kind=self.kind)

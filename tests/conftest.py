@@ -1,0 +1,110 @@
+"""Shared fixtures: real servers on loopback and throwaway plugin distributions."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A ``credenza serve`` process on loopback."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str, log_path: Path) -> None:
+        self.process = process
+        self.url = url
+        self.log_path = log_path
+
+    def log(self) -> str:
+        """Everything the server wrote so far (stdout and stderr)."""
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, then wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+@contextlib.contextmanager
+def running_server(
+    tmp_path: Path, args: list[str], env: Mapping[str, str] | None = None,
+    scheme: str = "http", verify: str | bool = True,
+) -> Iterator[Server]:
+    """Start ``credenza [args] serve --bind 127.0.0.1:PORT`` and wait until /status answers."""
+    port = free_port()
+    log_path = tmp_path / f"server-{port}.log"
+    full_env = {**os.environ, **(env or {})}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "credenza", *args, "serve", "--bind", f"127.0.0.1:{port}"],
+            stdout=log, stderr=subprocess.STDOUT, env=full_env, text=True, cwd=tmp_path,
+        )
+    server = Server(process, f"{scheme}://127.0.0.1:{port}", log_path)
+    try:
+        _wait_until_up(server, verify)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_up(server: Server, verify: str | bool) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            requests.get(server.url + "/status", timeout=1, verify=verify)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise AssertionError(f"server did not answer within 30 s:\n{server.log()}")
+
+
+@pytest.fixture
+def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Install a throwaway distribution with entry points in ``credenza.plugins`` on sys.path.
+
+    ``plugin_dist("name", {"entry": "module:attr"}, {"module.py": "source"})`` writes the module
+    files and a ``.dist-info`` with the entry points, exactly as pip would, and returns the folder.
+    """
+    def install(dist: str, entry_points: Mapping[str, str], modules: Mapping[str, str]) -> Path:
+        # one folder per distribution: importlib.metadata caches a folder's listing by mtime
+        site = tmp_path / f"site-{dist}"
+        site.mkdir()
+        for filename, source in modules.items():
+            (site / filename).write_text(textwrap.dedent(source))
+            # a later test may reuse the module name with other source
+            monkeypatch.delitem(sys.modules, filename.removesuffix(".py"), raising=False)
+        info = site / f"{dist.replace('-', '_')}-1.0.dist-info"  # as pip names it
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+        lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[credenza.plugins]\n{lines}\n")
+        monkeypatch.syspath_prepend(str(site))
+        importlib.invalidate_caches()
+        return site
+
+    return install

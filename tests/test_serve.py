@@ -1,0 +1,73 @@
+"""`credenza serve` on a real socket: answers, logs no secrets, speaks TLS, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from tests.conftest import running_server
+from tests.tls import make_ca_and_server_cert
+
+
+def test_embedded_default_serves_status_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    env_without_config = {"CREDENZA_CONFIG": ""}
+    with running_server(tmp_path, [], {**env, **env_without_config}) as server:
+        response = requests.get(server.url + "/status", timeout=5)
+        assert response.status_code == 200
+        assert response.json()["plugins"] == ["environ"]
+        whoami = requests.get(server.url + "/v1/whoami", timeout=5)
+        assert whoami.status_code == 401
+        assert whoami.headers["Content-Type"] == "application/problem+json"
+        assert server.stop() == 0
+    log = server.log()
+    assert "serving <embedded default configuration>" in log
+    assert "Shutting down: Master" in log
+
+
+def test_access_log_carries_no_secrets(tmp_path: Path) -> None:
+    with running_server(tmp_path, []) as server:
+        requests.get(server.url + "/v1/whoami?access_token=QUERYSECRET", timeout=5,
+                     auth=("alice", "PASSWORDSECRET"),
+                     headers={"X-API-Key": "KEYSECRET", "Cookie": "s=COOKIESECRET"})
+        server.stop()
+    log = server.log()
+    assert '"GET /v1/whoami HTTP/1.1" 401' in log
+    for secret in ("QUERYSECRET", "PASSWORDSECRET", "KEYSECRET", "COOKIESECRET",
+                   "YWxpY2U6UEFTU1dPUkRTRUNSRVQ="):  # the Basic header's base64
+        assert secret not in log
+
+
+def test_tls_from_cert_and_key_files(tmp_path: Path) -> None:
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    config = tmp_path / "tls.toml"
+    config.write_text(f"[credenza]\nplugins = []\n[server]\ncertfile = '{cert}'\n"
+                      f"keyfile = '{key}'\n")
+    with running_server(tmp_path, ["--config", str(config)], scheme="https",
+                        verify=str(ca)) as server:
+        response = requests.get(server.url + "/status", timeout=5, verify=str(ca))
+        assert response.status_code == 200
+        try:
+            requests.get(server.url + "/status", timeout=5, verify=True)
+        except requests.exceptions.SSLError:
+            pass
+        else:
+            raise AssertionError("a certificate from an unknown CA was accepted")
+        assert server.stop() == 0
+
+
+def test_a_bad_configuration_stops_serve_before_it_listens(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[credenza]\nplugins = ['environ']\n[plugins.environ]\nfield = 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "credenza", "--config", str(config), "serve"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"credenza: configuration error: {config}: [plugins.environ] field: expected a non-empty "
+        "string, got an integer 3"
+    )
