@@ -21,8 +21,6 @@ print(json.dumps({
     "entry_points": sorted(ep.value for ep in importlib.metadata.entry_points(
         group="credenza.plugins") if ep.name == "environ"),
     "default_plugins": list(Config.load(None, {}).plugins),
-    "editable": json.loads(importlib.metadata.distribution("credenza").read_text(
-        "direct_url.json") or "{}").get("dir_info", {}).get("editable", False),
 }))
 """
 
@@ -34,8 +32,9 @@ def probe(cwd: Path, env: dict[str, str] | None = None) -> dict:
 
 
 def test_editable_install_imports_from_outside_the_repo(tmp_path: Path) -> None:
+    # The test environment holds an editable install (tox: package = editable; or pip -e .):
+    # imports from elsewhere resolve into the source tree.
     found = probe(tmp_path)
-    assert found["editable"], "the test environment should hold an editable install (-e .)"
     assert found["credenza"] == str(ROOT / "core" / "__init__.py")
     assert found["environ"] == str(ROOT / "plugins" / "environ.py")
     assert found["entry_points"] == ["credenza.plugins.environ:EnvironIdentity"]
@@ -63,4 +62,3 @@ def test_built_wheel_installs_and_imports_from_outside_the_repo(tmp_path: Path) 
     assert found["environ"] == str(target / "credenza" / "plugins" / "environ.py")
     assert found["entry_points"] == ["credenza.plugins.environ:EnvironIdentity"]
     assert found["default_plugins"] == ["environ"]
-    assert not found["editable"]
