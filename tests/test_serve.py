@@ -23,6 +23,8 @@ def test_embedded_default_serves_status_and_stops_cleanly_on_sigterm(tmp_path: P
         assert whoami.status_code == 401
         assert whoami.headers["Content-Type"] == "application/problem+json"
         assert server.stop() == 0
+    data_dir = tmp_path / "data" / "credenza"
+    assert data_dir.is_dir() and data_dir.stat().st_mode & 0o777 == 0o700
     log = server.log()
     assert "serving <embedded default configuration>" in log
     assert "Shutting down: Master" in log

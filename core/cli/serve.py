@@ -80,6 +80,7 @@ def serve(state: CliState, bind: str | None, workers: int | None, certfile: Path
     config = attrs.evolve(config, server=server)
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    config.ensure_data_dir()
     make_app(Broker.from_config(config)).broker.close()  # fail fast, in the master
     scheme = "https" if server.tls else "http"
     click.echo(f"credenza: serving {config.source} on {scheme}://{server.bind}", err=True)
