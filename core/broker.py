@@ -11,13 +11,15 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from credenza.config import Config
-from credenza.errors import Forbidden, NotConfigured, NotFound, Unauthenticated
+from credenza.errors import BadRequest, Forbidden, NotConfigured, NotFound, Unauthenticated
 from credenza.loader import PluginManager, load_plugins
 from credenza.models import (
+    WILDCARD,
     Account,
     AwsCredentials,
     AwsOptions,
@@ -30,6 +32,10 @@ from credenza.models import (
 )
 
 log = logging.getLogger(__name__)
+
+# ASCII only: look-alike letters, path separators and dot segments never name anything.
+ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 
 
 class Broker:
@@ -75,7 +81,13 @@ class Broker:
             self._denied(DeniedEvent(None, "identity", request.remote_addr or "-", exc.detail))
             raise
         if principal is None:
-            raise Unauthenticated(challenges=self._challenges())
+            presented = request.basic or request.bearer or request.api_key
+            detail = "invalid credentials" if presented else "no valid credentials were presented"
+            raise Unauthenticated(detail, challenges=self._challenges())
+        return self.enrich(principal)
+
+    def enrich(self, principal: Principal) -> Principal:
+        """``principal`` with the groups every group source knows for it."""
         groups = itertools.chain.from_iterable(
             self._hook.credenza_principal_groups(principal=principal)
         )
@@ -117,12 +129,27 @@ class Broker:
     def account(self, name: str) -> Account:
         """One account of the catalogue.
 
-        :raises NotFound: for an unknown name.
+        :raises BadRequest: for a name no account could have. :raises NotFound: for an unknown one.
         """
+        if not ACCOUNT_NAME.match(name) or not name.strip("."):
+            raise BadRequest(f"{name!r} is not a valid account name ({ACCOUNT_NAME.pattern})")
         try:
             return self.accounts()[name]
         except KeyError:
             raise NotFound(f"unknown account {name!r}") from None
+
+    def aws_roles(self, principal: Principal) -> dict[str, list[str]]:
+        """Account name -> the roles ``principal`` may assume there, sorted.
+
+        Only accounts in the catalogue, and only named roles: a wildcard grant permits any role
+        but names none to list.
+        """
+        catalogue = self.accounts()
+        roles: dict[str, set[str]] = {}
+        for grant in self.grants(principal):
+            if grant.kind == "aws" and grant.target in catalogue and grant.role != WILDCARD:
+                roles.setdefault(grant.target, set()).add(grant.role or "")
+        return {account: sorted(names) for account, names in sorted(roles.items())}
 
     # -- issuing ------------------------------------------------------------------------------
 
@@ -134,6 +161,8 @@ class Broker:
         :raises NotFound: unknown account. :raises Forbidden: no grant.
         :raises NotConfigured: no enabled plugin issues AWS credentials.
         """
+        if not ROLE_NAME.match(role) or not role.strip("."):  # "." and ".." are path segments
+            raise BadRequest(f"{role!r} is not a valid IAM role name ({ROLE_NAME.pattern})")
         account = self.account(account_name)
         grant = self.authorize(principal, "aws", account.name, role)
         # The grant may be a wildcard: the role asked for is the one to issue.
@@ -147,6 +176,19 @@ class Broker:
             principal, "aws", account.name, role=role, expires_at=credentials.expiration
         ))
         return account, credentials
+
+    def console_url(self, principal: Principal, account: Account, credentials: AwsCredentials,
+                    options: AwsOptions) -> str:
+        """An AWS console sign-in URL for ``credentials`` (a secret: never log it).
+
+        :raises BadRequest: for a callback URL outside the allowlist.
+        :raises NotConfigured: when no enabled plugin makes console URLs.
+        """
+        url = self._hook.credenza_console_url(principal=principal, account=account,
+                                              credentials=credentials, options=options)
+        if url is None:
+            raise NotConfigured("no enabled plugin makes console sign-in URLs (enable aws-sts)")
+        return url
 
     # -- operations ---------------------------------------------------------------------------
 

@@ -165,6 +165,10 @@ class ServerSettings:
     access_log: bool = True
     graceful_timeout: int = 30
     realm: str = "credenza"
+    # The IMDS endpoints: the key that signs session tokens (shared by replicas; default: a key
+    # file in the data directory) and whether IMDSv1 (no token) is answered.
+    imds_token_key: str | None = attrs.field(default=None, repr=False)
+    imds_v1: bool = False
 
     @classmethod
     def from_section(cls, section: Section) -> ServerSettings:
@@ -184,6 +188,8 @@ class ServerSettings:
                 "graceful_timeout", defaults.graceful_timeout, min=1, max=3600
             ),
             realm=section.get_str("realm", defaults.realm),
+            imds_token_key=section.get_secret("imds_token_key", None),
+            imds_v1=section.get_bool("imds_v1", defaults.imds_v1),
         )
         if (settings.certfile is None) != (settings.keyfile is None):
             raise section.error("certfile", "TLS needs both certfile and keyfile")
@@ -217,11 +223,16 @@ class Config:
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None,
              environ: Mapping[str, str] | None = None) -> Config:
-        """From ``path``, else ``$CREDENZA_CONFIG``, else the embedded default."""
+        """From ``path``, else ``$CREDENZA_CONFIG``, else afp-core's ``$CONFIG_PATH`` and
+        ``$ACCOUNT_CONFIG_PATH`` (see :mod:`credenza.legacy`), else the embedded default."""
         environ = os.environ if environ is None else environ
         path = path or environ.get(CONFIG_ENV)
         if path:
             return cls.from_file(path, environ)
+        if environ.get("CONFIG_PATH"):  # afp-core's configuration
+            from credenza.legacy import afp_config  # legacy imports this module
+
+            return afp_config(environ)
         text = resources.files("credenza").joinpath("default.toml").read_text(encoding="utf-8")
         return cls.from_mapping(tomllib.loads(text), EMBEDDED_SOURCE, Path.cwd(), environ)
 

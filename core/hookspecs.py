@@ -168,8 +168,11 @@ def credenza_console_url(
     :param principal: the caller.
     :param account: the account the credentials are for (its partition picks the sign-in host).
     :param credentials: credentials from :func:`credenza_issue_aws`.
-    :param options: ``callback_url``, already checked against the allowlist by the caller.
+    :param options: ``callback_url`` (the console's Issuer) and the session duration.
     :returns: the sign-in URL, or ``None`` when this plugin cannot make one.
+    :raises credenza.errors.BadRequest: when ``options.callback_url`` is not an allowed callback
+        URL (an unchecked Issuer is an open redirect).
+    :raises credenza.errors.Unavailable: when the sign-in endpoint cannot be reached.
 
     Stops at the first non-None result.
     """

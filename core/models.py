@@ -88,17 +88,22 @@ class IdentityRequest:
         identity plugins then answer 401, which is what the caller needs to hear.
         """
         basic = bearer = None
-        scheme, _, param = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+        api_key = environ.get("HTTP_X_API_KEY") or None
+        authorization = environ.get("HTTP_AUTHORIZATION", "").strip()
+        scheme, _, param = authorization.partition(" ")
         if scheme.lower() == "basic":
             basic = _parse_basic(param.strip())
-        elif scheme.lower() == "bearer" and param.strip():
-            bearer = param.strip()
+        elif scheme.lower() == "bearer":
+            bearer = param.strip() or None
+        elif authorization and " " not in authorization and api_key is None:
+            # A bare token, as AWS SDKs send AWS_CONTAINER_AUTHORIZATION_TOKEN: an API key.
+            api_key = authorization
         return cls(
             environ=environ,
             remote_addr=environ.get("REMOTE_ADDR"),
             basic=basic,
             bearer=bearer,
-            api_key=environ.get("HTTP_X_API_KEY") or None,
+            api_key=api_key,
         )
 
 
@@ -199,6 +204,8 @@ class Account:
         default=3600, validator=[attrs.validators.ge(900), attrs.validators.le(43200)]
     )
     role_path: str = attrs.field(default="/", validator=attrs.validators.matches_re(_ROLE_PATH))
+    # The ExternalId the role's trust policy demands; not a secret, but not for display either.
+    external_id: str | None = attrs.field(default=None, repr=False)
 
     @max_duration.validator
     def _max_not_below_default(self, _attribute: attrs.Attribute, value: int) -> None:
@@ -238,6 +245,8 @@ class AwsCredentials:
     expiration: dt.datetime = attrs.field(validator=_aware_utc)
     account_id: str | None = None
     issued_at: dt.datetime = attrs.field(factory=utcnow, validator=_aware_utc)
+    # Console sessions may outlast AssumeRole credentials, not GetFederationToken ones.
+    from_assume_role: bool = True
 
     def remaining(self, now: dt.datetime | None = None) -> dt.timedelta:
         """How long the credentials stay valid."""

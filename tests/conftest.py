@@ -19,6 +19,19 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.aws_fixtures"]
+
+# boto3 in the tests and in the servers they start: no real AWS, no metadata probing, no profile.
+os.environ.update({
+    "CREDENZA_TEST_AWS_SECRET": "testing",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+})
+for _var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+             "CREDENZA_CONFIG", "CONFIG_PATH", "ACCOUNT_CONFIG_PATH"):
+    os.environ.pop(_var, None)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""

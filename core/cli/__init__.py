@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import attrs
 import click
 
+from credenza.cli.aws import aws
+from credenza.cli.keys import hash_api_key_command, hash_password_command
 from credenza.cli.serve import serve
 from credenza.config import CONFIG_ENV, Config
 from credenza.errors import ConfigError
@@ -96,6 +98,9 @@ def config_check(file: str) -> None:
 
 
 cli.add_command(serve)
+cli.add_command(aws)
+cli.add_command(hash_password_command)
+cli.add_command(hash_api_key_command)
 CORE_COMMANDS = frozenset(cli.commands)
 
 

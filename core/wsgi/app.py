@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
 from credenza.broker import Broker
-from credenza.config import CONFIG_ENV
+from credenza.config import CONFIG_ENV, Config
 from credenza.errors import (
     BadRequest,
     ConfigError,
@@ -24,7 +25,8 @@ from credenza.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from credenza.wsgi import meta
+from credenza.legacy import ACCOUNT_CONFIG_PATH, CONFIG_PATH, configure_afp_logging
+from credenza.wsgi import afp, imds, meta
 from credenza.wsgi.routes import CORE, Family, RequestContext, Route
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 
 # The built-in API families; later families add their modules here.
-BUILTIN_ROUTE_MODULES = (meta,)
+BUILTIN_ROUTE_MODULES = (meta, afp, imds)
 
 
 class CredenzaApp:
@@ -61,6 +63,7 @@ class CredenzaApp:
         try:
             if (request.content_length or 0) > self.broker.config.server.max_body_bytes:
                 raise PayloadTooLarge(ctx.too_large_detail())
+            _refuse_smuggled_separators(request.environ)
             index, values = self.url_map.bind_to_environ(request.environ).match()
             route = self.routes[index]
             family = route.family
@@ -95,6 +98,18 @@ class CredenzaApp:
         return family.render_error(error, ctx)
 
 
+# Servers decode the path before routing: "acct%2Fdev" would become two segments, "%5C" a
+# backslash, "%00" a NUL. No name here contains them; a request that smuggles one is refused.
+_SMUGGLED = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
+
+
+def _refuse_smuggled_separators(environ: dict[str, Any]) -> None:
+    raw_path = (environ.get("RAW_URI") or environ.get("REQUEST_URI") or "").partition("?")[0]
+    path = environ.get("PATH_INFO", "")
+    if _SMUGGLED.search(raw_path) or "\\" in path or "\0" in path:
+        raise BadRequest("the path contains an encoded slash, a backslash or a NUL character")
+
+
 def make_app(broker: Broker) -> CredenzaApp:
     """The WSGI app for ``broker``: the built-in API families plus routes added by plugins.
 
@@ -116,8 +131,9 @@ class LazyApplication:
     """A module-level WSGI ``application`` for mod_wsgi and gunicorn.
 
     Nothing is loaded at import time: the broker is built on the first request from
-    ``$CREDENZA_CONFIG`` (the process environment, or the WSGI environ, where Apache's ``SetEnv``
-    puts it), once per process.
+    ``$CREDENZA_CONFIG``, or afp-core's ``$CONFIG_PATH`` and ``$ACCOUNT_CONFIG_PATH``, read from
+    the process environment or the WSGI environ (where Apache's ``SetEnv`` puts them), once per
+    process.
     """
 
     def __init__(self) -> None:
@@ -128,7 +144,12 @@ class LazyApplication:
         if self._app is None:
             with self._lock:
                 if self._app is None:
-                    path = os.environ.get(CONFIG_ENV) or environ.get(CONFIG_ENV)
-                    self._app = make_app(Broker.from_config(path))
+                    settings = dict(os.environ)
+                    for key in (CONFIG_ENV, CONFIG_PATH, ACCOUNT_CONFIG_PATH):
+                        if not settings.get(key) and isinstance(environ.get(key), str):
+                            settings[key] = environ[key]
+                    if settings.get(CONFIG_PATH) and not settings.get(CONFIG_ENV):
+                        configure_afp_logging(settings)
+                    self._app = make_app(Broker.from_config(Config.load(None, settings)))
         return self._app(environ, start_response)
 

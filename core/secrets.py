@@ -1,0 +1,80 @@
+"""Secrets at rest and in comparison: password hashes, API keys, constant-time checks.
+
+Passwords are stored as scrypt hashes (``$scrypt$ln=15,r=8,p=1$SALT$HASH``, base64 without
+padding); high-entropy secrets (API keys, tokens) as SHA-256. Every comparison of secret material
+is constant-time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+
+SCRYPT_LN, SCRYPT_R, SCRYPT_P = 15, 8, 1
+_SCRYPT = re.compile(r"^\$scrypt\$ln=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$")
+API_KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def _scrypt(password: str, salt: bytes, ln: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=2**ln, r=r, p=p,
+                          maxmem=2 * 128 * r * (2**ln) + 1024 * 1024, dklen=32)
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash of ``password`` to put in a configuration file."""
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, SCRYPT_LN, SCRYPT_R, SCRYPT_P)
+    return f"$scrypt$ln={SCRYPT_LN},r={SCRYPT_R},p={SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def is_password_hash(text: str) -> bool:
+    """Whether ``text`` is a hash :func:`verify_password` understands (not a plain password)."""
+    match = _SCRYPT.match(text)
+    return bool(match) and 10 <= int(match.group(1)) <= 20
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Whether ``password`` matches the scrypt hash ``stored`` (constant-time comparison)."""
+    match = _SCRYPT.match(stored)
+    if not match:
+        return False
+    ln, r, p = (int(group) for group in match.groups()[:3])
+    digest = _scrypt(password, _unb64(match.group(4)), ln, r, p)
+    return hmac.compare_digest(digest, _unb64(match.group(5)))
+
+
+def sha256_hex(secret: str) -> str:
+    """The SHA-256 of a high-entropy secret, as stored."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def same_secret(presented: str, stored_sha256_hex: str) -> bool:
+    """Whether ``presented`` hashes to ``stored_sha256_hex``, compared in constant time."""
+    return hmac.compare_digest(sha256_hex(presented), stored_sha256_hex.lower())
+
+
+def new_api_key(key_id: str) -> tuple[str, str]:
+    """A new API key ``ID.SECRET`` and the SHA-256 of its secret part, to store."""
+    if not API_KEY_ID.match(key_id):
+        raise ValueError(f"an API key id must match {API_KEY_ID.pattern}, got {key_id!r}")
+    secret = secrets.token_urlsafe(32)
+    return f"{key_id}.{secret}", sha256_hex(secret)
+
+
+def split_api_key(key: str) -> tuple[str, str] | None:
+    """``(id, secret)`` of a presented API key, or None when it has no such shape."""
+    key_id, sep, secret = key.partition(".")
+    if not sep or not secret or not API_KEY_ID.match(key_id):
+        return None
+    return key_id, secret

@@ -1,0 +1,136 @@
+"""The afp-core compatible API, as afp-cli and afp-web really use it (protocols/afp.md).
+
+Mount it where afp-core was (afp-cli's default base is ``https://HOST/afp-api/latest``) or point
+``afp --api-url`` at the server root. Unlike afp-core: no identity is 401 (not 500), an ungranted
+role 403, an unknown account 404, STS trouble 503; ``callbackurl`` must match the allowlist; the
+metadata endpoints check access without assuming a role; nothing secret is logged.
+"""
+
+from __future__ import annotations
+
+import attrs
+from werkzeug.wrappers import Response
+
+from credenza.errors import BadRequest, CredenzaError
+from credenza.models import Account, AwsCredentials, AwsOptions, Principal
+from credenza.wsgi.imds import metadata_credentials, metadata_issue, single_role
+from credenza.wsgi.routes import Family, RequestContext, Route, json_response, problem_response
+
+
+def render_afp_error(error: CredenzaError, ctx: RequestContext) -> Response:
+    """Problem details plus ``message``, which afp-cli prints on any non-200 answer."""
+    response = problem_response(error, ctx)
+    body = response.get_json()
+    body["message"] = error.detail
+    return json_response(body, error.status, dict(response.headers), response.content_type)
+
+
+AFP = Family("afp", "afp-core compatible API (afp-cli, afp-web).",
+             prefixes=("/account", "/meta-data/"), render_error=render_afp_error)
+
+
+def _options(ctx: RequestContext) -> AwsOptions:
+    raw = ctx.request.args.get("duration")
+    if raw is not None and not raw.isdigit():
+        raise BadRequest(f"duration must be a number of seconds, got {raw!r}")
+    try:
+        return AwsOptions(duration=int(raw) if raw else None,
+                          callback_url=ctx.request.args.get("callbackurl"))
+    except ValueError:
+        raise BadRequest("duration must be from 900 to 43200 seconds") from None
+
+
+def accounts(ctx: RequestContext) -> Response:
+    """``{"account": ["role", ...]}``; with ``?withid``, ``{"account": {"id", "roles"}}``."""
+    principal = ctx.principal()
+    roles = ctx.broker.aws_roles(principal)
+    if "withid" in ctx.request.args:
+        catalogue = ctx.broker.accounts()
+        body = {name: {"id": catalogue[name].id, "roles": names} for name, names in roles.items()}
+    else:
+        body = roles
+    return json_response(body, headers={"X-Username": principal.name})
+
+
+@attrs.frozen
+class Issued:
+    """Credentials handed out for one request, with what a console URL needs."""
+
+    principal: Principal
+    account: Account
+    credentials: AwsCredentials
+    options: AwsOptions
+
+    def console_url(self, ctx: RequestContext) -> str:
+        """The sign-in URL for these credentials."""
+        return ctx.broker.console_url(self.principal, self.account, self.credentials, self.options)
+
+
+def _issue(ctx: RequestContext, account: str, role: str) -> Issued:
+    principal = ctx.principal()
+    options = _options(ctx)
+    found, credentials = ctx.broker.issue_aws(principal, account, role, options)
+    return Issued(principal, found, credentials, options)
+
+
+def credentials_and_console(ctx: RequestContext, account: str, role: str) -> Response:
+    """Credentials and ``ConsoleUrl``."""
+    issued = _issue(ctx, account, role)
+    return json_response({**metadata_credentials(issued.credentials),
+                          "ConsoleUrl": issued.console_url(ctx)})
+
+
+def credentials_only(ctx: RequestContext, account: str, role: str) -> Response:
+    """Credentials without a console URL."""
+    return json_response(metadata_credentials(_issue(ctx, account, role).credentials))
+
+
+def console_url(ctx: RequestContext, account: str, role: str) -> Response:
+    """The console sign-in URL as plain text."""
+    return Response(_issue(ctx, account, role).console_url(ctx), content_type="text/plain",
+                    headers={"Cache-Control": "no-store"})
+
+
+def console_redirect(ctx: RequestContext, account: str, role: str) -> Response:
+    """A 302 to the console sign-in URL, as AWS recommends handing it over."""
+    location = _issue(ctx, account, role).console_url(ctx)
+    return Response(status=302, headers={"Location": location, "Cache-Control": "no-store",
+                                         "Referrer-Policy": "no-referrer"})
+
+
+def metadata_role(ctx: RequestContext) -> Response:
+    """The caller's single role name; access is checked without assuming the role."""
+    _account, role = single_role(ctx.broker, ctx.principal())
+    return Response(role, content_type="text/plain", headers={"Cache-Control": "no-store"})
+
+
+def metadata_role_credentials(ctx: RequestContext, role: str) -> Response:
+    """Credentials for the caller's single role."""
+    _account, credentials = metadata_issue(ctx, role)
+    return json_response(metadata_credentials(credentials))
+
+
+ISSUE_RESPONSES = {200: "Credentials", 400: "Bad name, duration or callback URL",
+                   401: "Not identified", 403: "Role not granted", 404: "Unknown account",
+                   503: "STS unavailable"}
+
+ROUTES = (
+    Route("/account", accounts, family=AFP, summary="The caller's accounts and roles",
+          responses={200: "Account -> roles", 401: "Not identified"}),
+    Route("/account/<account>/<role>", credentials_and_console, family=AFP,
+          summary="Credentials and console URL (?callbackurl=, ?duration=)",
+          responses=ISSUE_RESPONSES),
+    Route("/account/<account>/<role>/credentials", credentials_only, family=AFP,
+          summary="Credentials (?duration=)", responses=ISSUE_RESPONSES),
+    Route("/account/<account>/<role>/consoleurl", console_url, family=AFP,
+          content_type="text/plain", summary="Console sign-in URL as text (?callbackurl=)",
+          responses=ISSUE_RESPONSES),
+    Route("/account/<account>/<role>/console", console_redirect, family=AFP,
+          summary="302 to the console sign-in URL (?callbackurl=)",
+          responses={302: "To the sign-in URL", **ISSUE_RESPONSES}),
+    Route("/meta-data/iam/security-credentials/", metadata_role, family=AFP,
+          content_type="text/plain", summary="The caller's single role name",
+          responses={200: "The role", 401: "Not identified", 404: "Not exactly one role"}),
+    Route("/meta-data/iam/security-credentials/<role>", metadata_role_credentials, family=AFP,
+          summary="Credentials for the caller's single role", responses=ISSUE_RESPONSES),
+)

@@ -1,0 +1,188 @@
+"""The AWS SDK credential endpoints: instance metadata (IMDSv2) and container credentials.
+
+boto3 finds them through ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` and
+``AWS_CONTAINER_CREDENTIALS_FULL_URI`` (see protocols/aws-clients.md). IMDS callers are identified
+like any other (usually by address, with the ``environ`` plugin on ``REMOTE_ADDR``) and get the
+one account/role they are granted; container callers present an API key as their
+``Authorization`` token and name the account and role in the URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+
+from werkzeug.wrappers import Response
+
+from credenza.broker import Broker
+from credenza.errors import BadRequest, Forbidden, NotFound, Unauthenticated
+from credenza.models import Account, AwsCredentials, AwsOptions, Principal
+from credenza.wsgi.routes import Family, RequestContext, Route, json_response
+
+AWS_SDK = Family("aws-sdk", "Credential endpoints for AWS SDKs: IMDSv2 and container credentials.",
+                 prefixes=("/latest/", "/v1/container-credentials/"))
+
+TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"  # noqa: S105 - a header name
+TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - a header name
+MAX_TOKEN_TTL = 21600
+# botocore treats credentials with less than ~15 minutes left as expiring and pretends they last
+# longer: metadata clients always get at least 30 minutes.
+METADATA_MIN_REMAINING = dt.timedelta(minutes=30)
+EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def aws_timestamp(moment: dt.datetime) -> str:
+    """The timestamp format AWS metadata and afp-core use."""
+    return moment.astimezone(dt.UTC).strftime(EXPIRATION_FORMAT)
+
+
+def metadata_credentials(credentials: AwsCredentials) -> dict[str, str]:
+    """Credentials in the instance metadata shape (which afp-core reproduced)."""
+    return {
+        "Code": "Success",
+        "LastUpdated": aws_timestamp(credentials.issued_at),
+        "Type": "AWS-HMAC",
+        "AccessKeyId": credentials.access_key_id,
+        "SecretAccessKey": credentials.secret_access_key,
+        "Token": credentials.session_token,
+        "Expiration": aws_timestamp(credentials.expiration),
+    }
+
+
+def single_role(broker: Broker, principal: Principal) -> tuple[str, str]:
+    """The one account/role pair of ``principal``, as the metadata endpoints need it.
+
+    :raises NotFound: when the caller has none, or more than one.
+    """
+    pairs = [(account, role) for account, roles in broker.aws_roles(principal).items()
+             for role in roles]
+    if len(pairs) != 1:
+        raise NotFound(f"{principal.name} has {len(pairs)} account/role pairs; the metadata "
+                       "endpoint serves callers with exactly one")
+    return pairs[0]
+
+
+def metadata_issue(ctx: RequestContext, role: str) -> tuple[Account, AwsCredentials]:
+    """Credentials for the caller's single role, which must be ``role``."""
+    principal = ctx.principal()
+    account_name, granted = single_role(ctx.broker, principal)
+    if role != granted:
+        raise NotFound(f"{principal.name} has no role {role!r} (its role is {granted!r})")
+    return ctx.broker.issue_aws(principal, account_name, role,
+                                AwsOptions(min_remaining=METADATA_MIN_REMAINING))
+
+
+# -- IMDSv2 session tokens ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _key_file(data_dir: Path) -> bytes:
+    """The token key kept in the data directory, made once (0600) by whichever worker is first."""
+    path = data_dir / "imds-token.key"
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return base64.b64decode(path.read_bytes())
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(base64.b64encode(secrets.token_bytes(32)))
+    return base64.b64decode(path.read_bytes())
+
+
+def _token_key(broker: Broker) -> bytes:
+    configured = broker.config.server.imds_token_key
+    return configured.encode() if configured else _key_file(broker.config.data_dir)
+
+
+def _mac(key: bytes, expires: int, remote_addr: str) -> str:
+    digest = hmac.new(key, f"{expires}|{remote_addr}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def new_token(ctx: RequestContext) -> Response:
+    """``PUT /latest/api/token``: a session token bound to the caller's address."""
+    if ctx.request.headers.get("X-Forwarded-For"):
+        # As AWS does: a token request relayed by a proxy is refused (SSRF protection).
+        raise Forbidden("token requests through a proxy (X-Forwarded-For) are refused")
+    raw_ttl = ctx.request.headers.get(TOKEN_TTL_HEADER, "")
+    if not raw_ttl.isdigit() or not 1 <= int(raw_ttl) <= MAX_TOKEN_TTL:
+        raise BadRequest(f"{TOKEN_TTL_HEADER} must be a number of seconds from 1 to "
+                         f"{MAX_TOKEN_TTL}")
+    expires = int(time.time()) + int(raw_ttl)
+    token = f"{expires}.{_mac(_token_key(ctx.broker), expires, ctx.request.remote_addr or '')}"
+    return Response(token, content_type="text/plain",
+                    headers={TOKEN_TTL_HEADER: raw_ttl, "Cache-Control": "no-store"})
+
+
+def require_token(ctx: RequestContext) -> None:
+    """Check the session token of a metadata GET (IMDSv1 only where configured)."""
+    token = ctx.request.headers.get(TOKEN_HEADER)
+    if token is None and ctx.broker.config.server.imds_v1:
+        return
+    expires, _, mac = (token or "").partition(".")
+    expected = _mac(_token_key(ctx.broker), int(expires) if expires.isdigit() else 0,
+                    ctx.request.remote_addr or "")
+    if not (expires.isdigit() and int(expires) > time.time()
+            and hmac.compare_digest(mac, expected)):
+        raise Unauthenticated("a valid, unexpired IMDSv2 session token is required "
+                              f"({TOKEN_HEADER})", challenges=())
+
+
+def imds_role(ctx: RequestContext) -> Response:
+    """The caller's role name (plain text, no trailing newline)."""
+    require_token(ctx)
+    _account, role = single_role(ctx.broker, ctx.principal())
+    return Response(role, content_type="text/plain", headers={"Cache-Control": "no-store"})
+
+
+def imds_credentials(ctx: RequestContext, role: str) -> Response:
+    """Credentials for the caller's role, valid for at least 30 more minutes."""
+    require_token(ctx)
+    _account, credentials = metadata_issue(ctx, role)
+    return json_response(metadata_credentials(credentials))
+
+
+# -- container credentials ------------------------------------------------------------------------
+
+
+def container_credentials(ctx: RequestContext, account: str, role: str) -> Response:
+    """``AWS_CONTAINER_CREDENTIALS_FULL_URI``: the Authorization token is the caller's API key."""
+    found, credentials = ctx.broker.issue_aws(
+        ctx.principal(), account, role, AwsOptions(min_remaining=METADATA_MIN_REMAINING)
+    )
+    body = {
+        "AccessKeyId": credentials.access_key_id,
+        "SecretAccessKey": credentials.secret_access_key,
+        "Token": credentials.session_token,
+        "Expiration": aws_timestamp(credentials.expiration),
+    }
+    if found.id:
+        body["AccountId"] = found.id
+    return json_response(body)
+
+
+CREDENTIALS_RESPONSES = {200: "Credentials", 401: "No valid token or identity",
+                         403: "Not granted", 404: "Not exactly one role / unknown",
+                         503: "STS unavailable"}
+
+ROUTES = (
+    Route("/latest/api/token", new_token, methods=("PUT",), family=AWS_SDK,
+          authenticated=False, content_type="text/plain",
+          summary="IMDSv2: a session token (X-aws-ec2-metadata-token-ttl-seconds: 1..21600)",
+          responses={200: "The token", 400: "Missing or bad TTL", 403: "Relayed by a proxy"}),
+    Route("/latest/meta-data/iam/security-credentials/", imds_role, family=AWS_SDK,
+          content_type="text/plain", summary="IMDS: the caller's single role name",
+          responses=CREDENTIALS_RESPONSES),
+    Route("/latest/meta-data/iam/security-credentials/<role>", imds_credentials, family=AWS_SDK,
+          summary="IMDS: credentials for the caller's role", responses=CREDENTIALS_RESPONSES),
+    Route("/v1/container-credentials/<account>/<role>", container_credentials, family=AWS_SDK,
+          summary="Container credentials (Authorization: the caller's API key)",
+          responses=CREDENTIALS_RESPONSES),
+)

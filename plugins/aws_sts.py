@@ -1,0 +1,343 @@
+"""Plugin ``aws-sts``: AWS credentials by STS AssumeRole, and console sign-in URLs.
+
+Settings (``[plugins.aws-sts]``):
+
+``region``, ``endpoint_url``
+    Where STS is (default ``us-east-1`` and the regional endpoint).
+``access_key_id``, ``secret_access_key``
+    The broker's own credentials (``env:``/``file:`` references); without them, boto3's default
+    chain (environment, profile, instance role).
+``source_identity``
+    Set SourceIdentity to the caller's name (sanitised like the session name); default false.
+``[plugins.aws-sts.session_tags]``
+    Session tag key -> principal attribute name, e.g. ``Department = "department"``.
+``cache_size``
+    Credentials kept per principal/account/role/duration (default 10000; 0 disables caching).
+``refresh_before_seconds``
+    Refresh cached credentials this long before they no longer satisfy a caller (default 900).
+``max_attempts``, ``timeout_seconds``
+    STS retries (botocore's standard mode: backoff with jitter on throttling and 5xx) and
+    connect/read timeout per attempt.
+``signin_url``, ``console_destination``
+    The federation endpoint and console URL; by default those of the account's partition.
+``callback_urls``
+    URL prefixes a ``callbackurl`` may start with to become the console's Issuer. Anything else is
+    refused with 400: an unvalidated Issuer is an open redirect.
+
+The RoleSessionName is the caller's name when it is valid for STS (``[A-Za-z0-9_+,.@-]{2,64}``);
+otherwise it is a sanitised prefix, ``=`` and a hash of the full name. Valid names never contain
+``=`` and derived ones always do, so two different callers never share a session name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import threading
+import time
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import attrs
+
+from credenza.config import Section
+from credenza.errors import BadRequest, Forbidden, NotConfigured, Unavailable
+from credenza.logsafety import drop_credential_debug_logs
+from credenza.markers import hookimpl
+from credenza.models import Account, AwsCredentials, AwsOptions, Grant, Health, Principal
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+    import urllib3
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(f"plugin aws-sts needs boto3: pip install 'credenza[aws]' ({exc})") from exc
+
+NAME = "aws-sts"
+
+PARTITION_HOSTS = {
+    "aws": ("https://signin.aws.amazon.com/federation", "https://console.aws.amazon.com/"),
+    "aws-us-gov": ("https://signin.amazonaws-us-gov.com/federation",
+                   "https://console.amazonaws-us-gov.com/"),
+    "aws-cn": ("https://signin.amazonaws.cn/federation", "https://console.amazonaws.cn/"),
+}
+
+_SESSION_NAME = re.compile(r"^[A-Za-z0-9_+,.@-]{2,64}$")
+_SESSION_CHAR = re.compile(r"[^A-Za-z0-9_+,.@-]")
+_TAG_VALUE_CHAR = re.compile(r"[^\w .:/=+\-@]", re.ASCII)
+
+UNAVAILABLE_CODES = frozenset({
+    "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+    "ServiceUnavailable", "InternalFailure", "InternalError", "RequestTimeout",
+})
+BROKER_CREDENTIAL_CODES = frozenset({
+    "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "UnrecognizedClientException",
+    "IncompleteSignature", "MissingAuthenticationToken",
+})
+REQUEST_CODES = frozenset({
+    "ValidationError", "MalformedPolicyDocument", "PackedPolicyTooLarge",
+    "RegionDisabledException", "InvalidParameterValue",
+})
+
+
+def session_name(name: str) -> str:
+    """A RoleSessionName (or SourceIdentity) for ``name``: deterministic, valid, collision-free."""
+    if _SESSION_NAME.match(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{_SESSION_CHAR.sub('-', name)[:47]}={digest}"
+
+
+def role_arn(account: Account, role: str) -> str:
+    """The ARN of ``role`` in ``account`` (partition and role path included)."""
+    if account.id is None:
+        raise NotConfigured(f"account {account.name!r} has no AWS account id configured")
+    return f"arn:{account.partition}:iam::{account.id}:role{account.role_path}{role}"
+
+
+class CredentialCache:
+    """Credentials by key, bounded (least recently used goes first), one fetch per key at a time.
+
+    Locks are striped: a key always maps to the same lock, so concurrent requests for one key
+    cause one fetch, and the number of locks stays fixed however many keys there are.
+    """
+
+    def __init__(self, size: int, stripes: int = 64) -> None:
+        self.size = size
+        self._entries: OrderedDict[Hashable, AwsCredentials] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(stripes)]
+
+    def _peek(self, key: Hashable) -> AwsCredentials | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def obtain(self, key: Hashable, need: dt.timedelta, margin: dt.timedelta,
+               fetch: Callable[[], AwsCredentials]) -> AwsCredentials:
+        """Cached credentials valid for ``need`` + ``margin``, else fresh ones from ``fetch``.
+
+        When fetching fails but the cached credentials still cover ``need``, those are served:
+        they are complete and valid, and STS being down should not take them away.
+        """
+        if self.size == 0:
+            return fetch()
+        cached = self._peek(key)
+        if cached is not None and cached.remaining() > need + margin:
+            return cached
+        with self._stripes[hash(key) % len(self._stripes)]:
+            cached = self._peek(key)  # another request may have refreshed it meanwhile
+            if cached is not None and cached.remaining() > need + margin:
+                return cached
+            try:
+                fresh = fetch()
+            except Unavailable:
+                if cached is not None and cached.remaining() > need:
+                    return cached
+                raise
+            with self._lock:
+                self._entries[key] = fresh
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+            return fresh
+
+
+@attrs.frozen
+class CallbackAllowlist:
+    """URL prefixes a console callback may start with (https only, no user info)."""
+
+    prefixes: tuple[urllib.parse.SplitResult, ...]
+
+    @classmethod
+    def from_section(cls, section: Section, key: str = "callback_urls") -> CallbackAllowlist:
+        """Read and check the allowlist."""
+        prefixes = []
+        for url in section.get_list(key, ()):
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme != "https" or not parts.hostname or parts.username or parts.query:
+                raise section.error(key, f"expected https://HOST/PATH prefixes, got {url!r}")
+            prefixes.append(parts)
+        return cls(tuple(prefixes))
+
+    def check(self, url: str) -> str:
+        """``url`` if it is allowed.
+
+        :raises BadRequest: naming the URL when it is not.
+        """
+        refused = BadRequest(f"callbackurl {url!r} is not an allowed callback URL")
+        if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
+            raise refused
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise refused from None
+        for allowed in self.prefixes:
+            base = allowed.path if allowed.path.endswith("/") else allowed.path + "/"
+            if (parts.scheme == "https" and parts.username is None and parts.password is None
+                    and parts.hostname == allowed.hostname and port == allowed.port
+                    and (parts.path == allowed.path or parts.path.startswith(base))):
+                return url
+        raise refused
+
+
+class AwsSts:
+    """Issues AWS credentials through STS AssumeRole and makes console sign-in URLs."""
+
+    def __init__(self, section: Section) -> None:
+        drop_credential_debug_logs()
+        region = section.get_str("region", "us-east-1")
+        self.endpoint_url = section.get_str("endpoint_url", None)
+        access_key = section.get_secret("access_key_id", None)
+        secret_key = section.get_secret("secret_access_key", None)
+        if (access_key is None) != (secret_key is None):
+            raise section.error("access_key_id", "give both access_key_id and "
+                                "secret_access_key, or neither (boto3's default chain)")
+        self.source_identity = section.get_bool("source_identity", False)
+        tags = section.get_table("session_tags")
+        self.session_tags = {key: tags.get_str(key) for key in tags.values}
+        self.cache = CredentialCache(section.get_int("cache_size", 10_000, min=0,
+                                                     max=1_000_000))
+        self.refresh_margin = dt.timedelta(
+            seconds=section.get_int("refresh_before_seconds", 900, min=0, max=3600))
+        self.max_attempts = section.get_int("max_attempts", 4, min=1, max=10)
+        timeout = section.get_int("timeout_seconds", 5, min=1, max=60)
+        self.signin_url = section.get_str("signin_url", None)
+        self.console_destination = section.get_str("console_destination", None)
+        self.callbacks = CallbackAllowlist.from_section(section)
+        session = boto3.session.Session(aws_access_key_id=access_key,
+                                        aws_secret_access_key=secret_key, region_name=region)
+        retrying = botocore.config.Config(
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+            connect_timeout=timeout, read_timeout=timeout,
+        )
+        self.sts = session.client("sts", endpoint_url=self.endpoint_url, config=retrying)
+        self.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                                        retries=False)
+        self._health: tuple[float, Health] | None = None
+
+    # -- credentials ----------------------------------------------------------------------------
+
+    @hookimpl
+    def credenza_issue_aws(self, principal: Principal, account: Account, grant: Grant,
+                           options: AwsOptions) -> AwsCredentials:
+        duration = options.duration or account.default_duration
+        if duration > account.max_duration:
+            raise BadRequest(f"a duration of {duration} s exceeds the maximum of "
+                             f"{account.max_duration} s for account {account.name!r}")
+        arn = role_arn(account, grant.role or "")
+        key = (principal.source, principal.name, arn, duration)
+        return self.cache.obtain(key, options.min_remaining, self.refresh_margin,
+                                 lambda: self._assume_role(principal, account, arn, duration))
+
+    def _assume_role(self, principal: Principal, account: Account, arn: str,
+                     duration: int) -> AwsCredentials:
+        params: dict[str, Any] = {"RoleArn": arn, "RoleSessionName": session_name(principal.name),
+                                  "DurationSeconds": duration}
+        if account.external_id:
+            params["ExternalId"] = account.external_id
+        if self.source_identity:
+            params["SourceIdentity"] = session_name(principal.name)
+        tags = [{"Key": key, "Value": _TAG_VALUE_CHAR.sub("-", str(value))[:256]}
+                for key, attribute in sorted(self.session_tags.items())
+                if (value := principal.attributes.get(attribute)) not in (None, "")]
+        if tags:
+            params["Tags"] = tags
+        response = self._call(f"AssumeRole {arn}", lambda: self.sts.assume_role(**params))
+        creds = response["Credentials"]
+        return AwsCredentials(
+            access_key_id=creds["AccessKeyId"], secret_access_key=creds["SecretAccessKey"],
+            session_token=creds["SessionToken"],
+            expiration=creds["Expiration"].astimezone(dt.UTC), account_id=account.id,
+        )
+
+    def _call(self, what: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Call STS; turn every failure into the error a caller should see."""
+        try:
+            return call()
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code, message = error.get("Code", "Unknown"), error.get("Message", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code == "AccessDenied":
+                raise Forbidden(f"AWS denied {what}: {message}") from None
+            if code in REQUEST_CODES:
+                raise BadRequest(f"STS refused {what}: {code}: {message}") from None
+            if code in BROKER_CREDENTIAL_CODES:
+                raise Unavailable(f"STS rejected the broker's own AWS credentials ({code})",
+                                  retry_after=60) from None
+            if code in UNAVAILABLE_CODES or status >= 500:
+                raise Unavailable(f"STS is unavailable ({code}) after {self.max_attempts} "
+                                  "attempts", retry_after=10) from None
+            raise Unavailable(f"STS failed {what}: {code}: {message}") from None
+        except botocore.exceptions.NoCredentialsError:
+            raise Unavailable("the broker has no AWS credentials of its own to call STS with",
+                              retry_after=60) from None
+        except (botocore.exceptions.EndpointConnectionError,
+                botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError,
+                botocore.exceptions.ConnectionClosedError) as exc:
+            raise Unavailable(f"cannot reach STS: {type(exc).__name__}", retry_after=10) from None
+
+    # -- console ------------------------------------------------------------------------------
+
+    @hookimpl
+    def credenza_console_url(self, principal: Principal, account: Account,
+                             credentials: AwsCredentials, options: AwsOptions) -> str:
+        issuer = self.callbacks.check(options.callback_url) if options.callback_url else None
+        signin, destination = PARTITION_HOSTS[account.partition]
+        signin = self.signin_url or signin
+        session = json.dumps({"sessionId": credentials.access_key_id,
+                              "sessionKey": credentials.secret_access_key,
+                              "sessionToken": credentials.session_token})
+        query = {"Action": "getSigninToken", "Session": session}
+        if credentials.from_assume_role:
+            query["SessionDuration"] = str(options.duration or account.default_duration)
+        token = self._signin_token(signin, query)
+        login = {"Action": "login", "Destination": self.console_destination or destination,
+                 "SigninToken": token}
+        if issuer:
+            login["Issuer"] = issuer
+        return f"{signin}?{urllib.parse.urlencode(login)}"
+
+    def _signin_token(self, signin: str, query: dict[str, str]) -> str:
+        # The URL carries the credentials: it must never be logged (urllib3 logs no URLs at INFO).
+        try:
+            response = self.http.request("GET", signin, fields=query)
+        except urllib3.exceptions.HTTPError as exc:
+            raise Unavailable(f"cannot reach the AWS sign-in endpoint: {type(exc).__name__}",
+                              retry_after=10) from None
+        if response.status != 200:
+            raise Unavailable(f"the AWS sign-in endpoint answered HTTP {response.status}",
+                              retry_after=10)
+        try:
+            return str(json.loads(response.data)["SigninToken"])
+        except (ValueError, KeyError, TypeError):
+            raise Unavailable("the AWS sign-in endpoint answered without a SigninToken") from None
+
+    # -- operations ---------------------------------------------------------------------------
+
+    @hookimpl
+    def credenza_health(self) -> list[Health]:
+        # /status may be polled often: ask STS at most every 15 seconds.
+        now = time.monotonic()
+        if self._health is None or now - self._health[0] > 15:
+            try:
+                self._call("GetCallerIdentity", self.sts.get_caller_identity)
+                health = Health("sts", ok=True)
+            except (Unavailable, Forbidden, BadRequest) as exc:
+                health = Health("sts", ok=False, detail=exc.detail)
+            self._health = (now, health)
+        return [self._health[1]]
+
+    @hookimpl
+    def credenza_shutdown(self) -> None:
+        self.http.clear()
+

@@ -1,0 +1,314 @@
+"""Plugin ``static``: users, API keys, groups, grants and accounts from YAML files.
+
+Settings (``[plugins.static]``):
+
+``files``
+    YAML files or directories of ``*.yaml`` (merged in lexical order), in this format::
+
+        users:
+          alice:
+            password: "$scrypt$..."      # `credenza hash-password`; no password: no Basic login
+            groups: [ops]
+            grants: ["dev/reader"]       # ACCOUNT/ROLE; "*" as role grants every role
+            attributes: {email: alice@example.com}
+        api_keys:
+          ci-deploy:                     # the key id; the key is "ci-deploy.SECRET"
+            sha256: "..."                # `credenza hash-api-key ci-deploy`
+            principal: ci-bot
+            kind: machine
+            grants: ["prod/deployer"]
+        groups:
+          ops:
+            grants: ["prod/admin"]
+        accounts:
+          prod: {id: "123456789012", partition: aws, region: eu-west-1,
+                 default_duration: 3600, max_duration: 43200, role_path: /,
+                 external_id: "..."}
+
+``afp_accounts``
+    afp-core's ACCOUNT_CONFIG_PATH (a file or a directory): ``alias: {id: "123456789012"}``.
+``group_patterns``
+    afp-core's ``provider.regex``: regular expressions with named groups ``account`` and ``role``
+    applied to every group name of a principal, whatever source the groups came from.
+
+Static users' groups and grants apply to a principal of that name whoever identified it, so the
+file can add grants to users that Apache or a directory authenticates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from credenza.config import Section
+from credenza.errors import ConfigError, Unauthenticated
+from credenza.grantmap import GroupGrantMap, parse_pair, patterns_from
+from credenza.markers import hookimpl
+from credenza.models import PRINCIPAL_KINDS, Account, Grant, IdentityRequest, Principal
+from credenza.secrets import (
+    API_KEY_ID,
+    hash_password,
+    is_password_hash,
+    same_secret,
+    split_api_key,
+    verify_password,
+)
+from credenza.yamltree import load_tree, merge
+
+NAME = "static"
+VERIFIED_TTL = 300.0  # seconds a verified password is remembered (scrypt costs ~50 ms)
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+@attrs.frozen
+class Entry:
+    """A user or an API key of the file: who it is and what it grants."""
+
+    principal: str
+    kind: str
+    groups: frozenset[str]
+    grants: tuple[Grant, ...]
+    attributes: Mapping[str, Any] = attrs.field(hash=False)
+    secret: str | None = attrs.field(repr=False)  # scrypt hash (users) or SHA-256 hex (keys)
+
+
+@attrs.frozen
+class Directory:
+    """The parsed content of the YAML files."""
+
+    users: Mapping[str, Entry]
+    api_keys: Mapping[str, Entry]
+    group_grants: GroupGrantMap
+    accounts: tuple[Account, ...]
+
+
+class StaticDirectory:
+    """Identity, groups, grants and accounts from YAML files."""
+
+    def __init__(self, section: Section) -> None:
+        files = section.get_list("files", ())
+        afp_accounts = section.get_path("afp_accounts", None)
+        patterns = patterns_from(section)
+        data: dict[str, Any] = {}
+        for name in files:
+            merge(data, load_tree(section.base_dir / name))
+        source = ", ".join(str(section.base_dir / name) for name in files) or section.source
+        self.directory = parse_directory(data, source, patterns)
+        if afp_accounts is not None:
+            legacy = afp_account_catalogue(load_tree(afp_accounts), str(afp_accounts))
+            self.directory = attrs.evolve(self.directory,
+                                          accounts=self.directory.accounts + legacy)
+        self._verified: dict[bytes, float] = {}
+        self._verified_key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @hookimpl
+    def credenza_identify(self, request: IdentityRequest) -> Principal | None:
+        if request.api_key is not None:
+            return self._by_api_key(request.api_key)
+        if request.basic is not None:
+            return self._by_password(request.basic.username, request.basic.password)
+        return None
+
+    def _by_api_key(self, key: str) -> Principal | None:
+        parts = split_api_key(key)
+        entry = self.directory.api_keys.get(parts[0]) if parts else None
+        if entry is None:
+            return None  # not one of ours: another plugin may know it
+        if entry.secret is None or not same_secret(parts[1], entry.secret):
+            raise Unauthenticated("invalid API key")
+        return Principal(entry.principal, source=NAME, kind=entry.kind, groups=entry.groups,
+                         attributes={**entry.attributes, "api_key_id": parts[0]})
+
+    def _by_password(self, username: str, password: str) -> Principal | None:
+        entry = self.directory.users.get(username)
+        if entry is None or entry.secret is None:
+            # Same cost either way, so timing does not tell which user names exist here.
+            verify_password(password, _DUMMY_HASH)
+            return None
+        if not self._password_ok(username, password, entry.secret):
+            raise Unauthenticated("invalid user name or password")
+        return Principal(entry.principal, source=NAME, kind=entry.kind, groups=entry.groups,
+                         attributes=entry.attributes)
+
+    def _password_ok(self, username: str, password: str, stored: str) -> bool:
+        # Remember successful checks briefly, keyed by a MAC (never the password itself).
+        mac = hmac.new(self._verified_key, f"{username}\0{password}\0{stored}".encode(),
+                       hashlib.sha256).digest()
+        now = time.monotonic()
+        with self._lock:
+            if self._verified.get(mac, 0.0) > now:
+                return True
+        if not verify_password(password, stored):
+            return False
+        with self._lock:
+            if len(self._verified) > 10_000:
+                self._verified = {k: v for k, v in self._verified.items() if v > now}
+            self._verified[mac] = now + VERIFIED_TTL
+        return True
+
+    @hookimpl
+    def credenza_principal_groups(self, principal: Principal) -> Iterable[str]:
+        entry = self.directory.users.get(principal.name)
+        return entry.groups if entry else ()
+
+    # -- grants and accounts ------------------------------------------------------------------
+
+    @hookimpl
+    def credenza_grants(self, principal: Principal) -> list[Grant]:
+        grants: list[Grant] = []
+        user = self.directory.users.get(principal.name)
+        if user is not None:
+            grants.extend(user.grants)
+        key_id = principal.attributes.get("api_key_id") if principal.source == NAME else None
+        if key_id in self.directory.api_keys:
+            grants.extend(self.directory.api_keys[key_id].grants)
+        grants.extend(self.directory.group_grants.grants(principal.groups))
+        return grants
+
+    @hookimpl
+    def credenza_accounts(self) -> tuple[Account, ...]:
+        return self.directory.accounts
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+
+def _expect(value: Any, kind: type, where: str, what: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{where}: expected {what}, got {value!r}")
+    return value
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    items = _expect(value if value is not None else [], list, where, "a list of strings")
+    return [_expect(item, str, where, "a list of strings") for item in items]
+
+
+def _grants(value: Any, where: str, via: str) -> tuple[Grant, ...]:
+    grants = []
+    for pair in _strings(value, where):
+        try:
+            account, role = parse_pair(pair)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        grants.append(Grant.aws(account, role, via=via))
+    return tuple(grants)
+
+
+_USER_KEYS = frozenset({"password", "groups", "grants", "attributes", "kind"})
+_KEY_KEYS = frozenset({"sha256", "principal", "groups", "grants", "attributes", "kind"})
+_ACCOUNT_KEYS = frozenset({"id", "partition", "region", "default_duration", "max_duration",
+                           "role_path", "external_id"})
+
+
+def _entry(name: str, raw: Any, where: str, allowed: frozenset[str], secret_field: str,
+           default_kind: str, via: str) -> Entry:
+    raw = _expect(raw if raw is not None else {}, dict, where, "a mapping")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} "
+                          f"(known: {', '.join(sorted(allowed))})")
+    kind = raw.get("kind", default_kind)
+    if kind not in PRINCIPAL_KINDS:
+        raise ConfigError(f"{where}.kind: expected one of {', '.join(sorted(PRINCIPAL_KINDS))}")
+    secret = raw.get(secret_field)
+    if secret is not None:
+        _expect(secret, str, f"{where}.{secret_field}", "a string")
+    attributes = _expect(raw.get("attributes", {}), dict, f"{where}.attributes", "a mapping")
+    return Entry(
+        principal=_expect(raw.get("principal", name), str, f"{where}.principal", "a string"),
+        kind=kind,
+        groups=frozenset(_strings(raw.get("groups"), f"{where}.groups")),
+        grants=_grants(raw.get("grants"), f"{where}.grants", via),
+        attributes=attributes,
+        secret=secret,
+    )
+
+
+def _user(name: str, raw: Any, where: str) -> Entry:
+    entry = _entry(name, raw, where, _USER_KEYS, "password", "user", f"user {name}")
+    if entry.secret is not None and not is_password_hash(entry.secret):
+        raise ConfigError(f"{where}.password: expected a hash from `credenza hash-password` "
+                          "(plain passwords are not accepted)")
+    return entry
+
+
+def _api_key(key_id: str, raw: Any, where: str) -> Entry:
+    if not API_KEY_ID.match(key_id):
+        raise ConfigError(f"{where}: a key id must match {API_KEY_ID.pattern}")
+    entry = _entry(key_id, raw, where, _KEY_KEYS, "sha256", "machine", f"API key {key_id}")
+    digest = entry.secret or ""
+    if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+        raise ConfigError(f"{where}.sha256: expected 64 hex digits from `credenza hash-api-key`")
+    return entry
+
+
+def parse_directory(data: Mapping[str, Any], source: str,
+                    patterns: tuple[Any, ...] = ()) -> Directory:
+    """Check and parse the merged YAML; every error names the file(s) and the entry."""
+    unknown = sorted(set(data) - {"users", "api_keys", "groups", "accounts"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key {unknown[0]!r} "
+                          "(known: accounts, api_keys, groups, users)")
+    raw_users = _expect(data.get("users", {}), dict, f"{source}: users", "a mapping")
+    users = {str(name): _user(str(name), raw, f"{source}: users.{name}")
+             for name, raw in raw_users.items()}
+    raw_keys = _expect(data.get("api_keys", {}), dict, f"{source}: api_keys", "a mapping")
+    api_keys = {str(key_id): _api_key(str(key_id), raw, f"{source}: api_keys.{key_id}")
+                for key_id, raw in raw_keys.items()}
+    table = {}
+    for group, raw in _expect(data.get("groups", {}), dict, f"{source}: groups",
+                              "a mapping").items():
+        raw = _expect(raw if raw is not None else {}, dict, f"{source}: groups.{group}",
+                      "a mapping")
+        if set(raw) - {"grants"}:
+            raise ConfigError(f"{source}: groups.{group}: only 'grants' is allowed")
+        table[str(group)] = tuple(
+            (grant.target, grant.role)
+            for grant in _grants(raw.get("grants"), f"{source}: groups.{group}.grants", "")
+        )
+    accounts = tuple(
+        account_from(name, raw, f"{source}: accounts.{name}")
+        for name, raw in _expect(data.get("accounts", {}), dict, f"{source}: accounts",
+                                 "a mapping").items()
+    )
+    return Directory(users, api_keys, GroupGrantMap(patterns, table), accounts)
+
+
+def account_from(name: Any, raw: Any, where: str) -> Account:
+    """An Account from its YAML mapping, with a clear error for any bad value."""
+    raw = _expect(raw if raw is not None else {}, dict, where, "a mapping")
+    unknown = sorted(set(raw) - _ACCOUNT_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} "
+                          f"(known: {', '.join(sorted(_ACCOUNT_KEYS))})")
+    values = dict(raw)
+    if isinstance(values.get("id"), int):  # YAML reads an unquoted account id as a number
+        values["id"] = f"{values['id']:012d}"
+    if "max_duration" not in values and "default_duration" in values:
+        values["max_duration"] = max(values["default_duration"], 3600)
+    try:
+        return Account(str(name), **values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def afp_account_catalogue(data: Mapping[str, Any], source: str) -> tuple[Account, ...]:
+    """afp-core's account configuration: ``alias: {id: "123456789012"}`` (other keys ignored,
+    as afp-core ignored them)."""
+    accounts = []
+    for alias, raw in data.items():
+        raw = _expect(raw if raw is not None else {}, dict, f"{source}: {alias}", "a mapping")
+        accounts.append(account_from(alias, {"id": raw.get("id")}, f"{source}: {alias}"))
+    return tuple(accounts)
+
