@@ -10,6 +10,11 @@ machines on a trusted network, ``REMOTE_ADDR`` can name them. Settings (``[plugi
 ``allow_header_field``
     ``HTTP_*`` keys come from request headers that any client can forge; they are refused unless
     this is ``true`` (only behind a proxy that strips and sets the header itself).
+``defer_to_credentials``
+    When a request presents credentials (HTTP Basic, a bearer token, an API key), leave it to the
+    plugins that check them, so that wrong credentials are refused instead of falling through to
+    the weaker identity. Default: true for ``REMOTE_ADDR``, false otherwise (behind Apache,
+    ``REMOTE_USER`` is the checked identity even when the Authorization header is passed on).
 """
 
 from __future__ import annotations
@@ -29,12 +34,16 @@ class EnvironIdentity:
         self.field = section.get_str("field", "REMOTE_USER")
         self.kind = section.get_str("kind", "user", choices=frozenset({"user", "machine"}))
         allow_header_field = section.get_bool("allow_header_field", False)
+        self.defer_to_credentials = section.get_bool("defer_to_credentials",
+                                                     self.field == "REMOTE_ADDR")
         if self.field.startswith("HTTP_") and not allow_header_field:
             raise section.error("field", f"{self.field} is a request header any client can set; "
                                 "set allow_header_field = true only behind a proxy that sets it")
 
     @hookimpl
     def credenza_identify(self, request: IdentityRequest) -> Principal | None:
+        if self.defer_to_credentials and (request.basic or request.bearer or request.api_key):
+            return None
         value = request.environ.get(self.field)
         if not value:
             return None

@@ -300,7 +300,9 @@ def account_from(name: Any, raw: Any, where: str) -> Account:
     try:
         return Account(str(name), **values)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        # attrs' validators put the message first and the attribute and value after it
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        raise ConfigError(f"{where}: {message}") from None
 
 
 def afp_account_catalogue(data: Mapping[str, Any], source: str) -> tuple[Account, ...]:

@@ -51,7 +51,8 @@ def error_of(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -
          "[credenza] log_level: expected one of DEBUG, ERROR, INFO, WARNING, got 'LOUD'"),
         ("[credenza]\nplugins = ['nosuch']\n", "plugin 'nosuch' is not installed"),
         ("[credenza]\nplugins = ['environ']\n[plugins.environ]\nfeild = 'REMOTE_USER'\n",
-         "[plugins.environ] feild: unknown key (known keys: allow_header_field, field, kind)"),
+         "[plugins.environ] feild: unknown key (known keys: allow_header_field, "
+         "defer_to_credentials, field, kind)"),
         ("[credenza]\nplugins = ['environ']\n[plugins.environ]\nfield = 'HTTP_X_USER'\n",
          "[plugins.environ] field: HTTP_X_USER is a request header any client can set"),
         ("[credenza]\nplugins = ['environ']\n[plugins.environ]\nkind = 'robot'\n",
@@ -153,3 +154,10 @@ def test_config_check_command(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{bad}: [plugins.environ] kind: expected one of machine, user, got an integer 1" \
         in result.stderr
+
+
+def test_example_aws_configuration_checks() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "aws.toml"
+    result = run_cli("config", "check", str(example))
+    assert result.returncode == 0, result.stderr
+    assert "OK (plugins: static, aws-sts;" in result.stdout

@@ -17,7 +17,7 @@ from credenza.cli.aws import aws
 from credenza.cli.keys import hash_api_key_command, hash_password_command
 from credenza.cli.serve import serve
 from credenza.config import CONFIG_ENV, Config
-from credenza.errors import ConfigError
+from credenza.errors import ConfigError, CredenzaError
 from credenza.loader import PluginInfo, installed_plugins, load_plugins
 
 
@@ -138,4 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli.main(args=args, prog_name="credenza", standalone_mode=True)
     except ConfigError as exc:
         click.echo(f"credenza: configuration error: {exc}", err=True)
+        sys.exit(1)
+    except CredenzaError as exc:
+        click.echo(f"credenza: {exc.title.lower()}: {exc.detail}", err=True)
         sys.exit(1)
