@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -12,8 +13,9 @@ import pytest
 from werkzeug.test import Client
 
 from credenza.broker import Broker
-from credenza.models import Account
-from credenza.plugins.aws_sts import PARTITION_HOSTS, session_name
+from credenza.errors import Unavailable
+from credenza.models import Account, AwsCredentials, utcnow
+from credenza.plugins.aws_sts import PARTITION_HOSTS, CredentialCache, session_name
 from credenza.wsgi import make_app
 from tests.aws_fixtures import FakeSignin, FaultProxy, write_aws_config
 
@@ -308,3 +310,38 @@ def test_no_secret_reaches_the_logs(client: Client, caplog: pytest.LogCaptureFix
     assert logged  # botocore logs plenty at DEBUG; none of it may be a secret
     for secret in (body["SecretAccessKey"], body["Token"], "SIGNIN-TOKEN", "PASSWORD"):
         assert secret not in logged
+
+
+def _credentials(minutes: int) -> AwsCredentials:
+    return AwsCredentials("ASIAX", "s", "t", utcnow() + dt.timedelta(minutes=minutes))
+
+
+def test_cache_is_bounded_least_recently_used_first() -> None:
+    cache = CredentialCache(size=2)
+    fetched: list[str] = []
+
+    def fetch(key: str):
+        return lambda: fetched.append(key) or _credentials(60)
+
+    need, margin = dt.timedelta(minutes=5), dt.timedelta(minutes=15)
+    for key in ("a", "b", "a", "c", "a", "b"):
+        cache.obtain(key, need, margin, fetch(key))
+    # a, b fetched; a hit; c evicts b (least recently used); a hit; b fetched again
+    assert fetched == ["a", "b", "c", "b"]
+
+
+def test_cache_refreshes_ahead_and_falls_back_only_while_still_valid() -> None:
+    cache = CredentialCache(size=10)
+    need, margin = dt.timedelta(minutes=30), dt.timedelta(minutes=15)
+    cache.obtain("k", need, margin, lambda: _credentials(40))  # under need + margin
+    fresh = cache.obtain("k", need, margin, lambda: _credentials(60))
+    assert fresh.remaining() > dt.timedelta(minutes=59)  # refreshed ahead of time
+
+    def down():
+        raise Unavailable("STS is down")
+
+    cache.obtain("short", need, margin, lambda: _credentials(40))
+    assert cache.obtain("short", need, margin, down).remaining() > need  # still good: served
+    cache.obtain("expiring", need, margin, lambda: _credentials(20))
+    with pytest.raises(Unavailable):
+        cache.obtain("expiring", need, margin, down)  # too short for the caller: fail closed
