@@ -56,6 +56,18 @@ class GroupGrantMap:
     patterns: tuple[re.Pattern[str], ...] = ()
     table: Mapping[str, tuple[tuple[str, str], ...]] = attrs.field(factory=dict, hash=False)
 
+    @classmethod
+    def from_section(cls, section: Section) -> GroupGrantMap:
+        """``group_patterns`` (a list) and ``[...group_grants]`` (group -> ACCOUNT/ROLE list)."""
+        table_section = section.get_table("group_grants")
+        table = {}
+        for group in table_section.values:
+            try:
+                table[group] = tuple(parse_pair(pair) for pair in table_section.get_list(group))
+            except ValueError as exc:
+                raise table_section.error(group, str(exc)) from None
+        return cls(patterns_from(section), table)
+
     def grants(self, groups: Iterable[str]) -> list[Grant]:
         """The grants ``groups`` confer, in a stable order."""
         found: list[Grant] = []

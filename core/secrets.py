@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
 
 SCRYPT_LN, SCRYPT_R, SCRYPT_P = 15, 8, 1
 _SCRYPT = re.compile(r"^\$scrypt\$ln=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$")
@@ -78,3 +80,42 @@ def split_api_key(key: str) -> tuple[str, str] | None:
     if not sep or not secret or not API_KEY_ID.match(key_id):
         return None
     return key_id, secret
+
+
+class VerifiedCache:
+    """Remembers successful secret checks briefly (scrypt and LDAP binds are slow on purpose).
+
+    Entries are keyed by an HMAC, under a per-process random key, of the identifying parts and
+    the presented secret: the secret itself is never kept. A wrong secret never matches an entry.
+    """
+
+    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._key = secrets.token_bytes(32)
+        self._entries: dict[bytes, tuple[float, object]] = {}
+        self._lock = threading.Lock()
+
+    def _mac(self, *parts: str) -> bytes:
+        return hmac.new(self._key, "\0".join(parts).encode(), hashlib.sha256).digest()
+
+    def get(self, *parts: str) -> object | None:
+        """What :meth:`put` remembered for exactly these parts, while it is fresh."""
+        if self.ttl <= 0:
+            return None
+        mac = self._mac(*parts)
+        with self._lock:
+            found = self._entries.get(mac)
+        return found[1] if found and found[0] > time.monotonic() else None
+
+    def put(self, value: object, *parts: str) -> None:
+        """Remember ``value`` for these parts (the last of which is usually the secret)."""
+        if self.ttl <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+                while len(self._entries) >= self.max_entries:
+                    self._entries.pop(next(iter(self._entries)))
+            self._entries[self._mac(*parts)] = (now + self.ttl, value)

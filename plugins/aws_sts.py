@@ -36,7 +36,6 @@ import hashlib
 import json
 import re
 import threading
-import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -46,6 +45,7 @@ import attrs
 
 from credenza.config import Section
 from credenza.errors import BadRequest, Forbidden, NotConfigured, Unavailable
+from credenza.health import HealthProbe
 from credenza.logsafety import drop_credential_debug_logs
 from credenza.markers import hookimpl
 from credenza.models import Account, AwsCredentials, AwsOptions, Grant, Health, Principal
@@ -222,7 +222,8 @@ class AwsSts:
         self.sts = session.client("sts", endpoint_url=self.endpoint_url, config=retrying)
         self.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout),
                                         retries=False)
-        self._health: tuple[float, Health] | None = None
+        self.health = HealthProbe("sts", lambda: self._call("GetCallerIdentity",
+                                                             self.sts.get_caller_identity))
 
     # -- credentials ----------------------------------------------------------------------------
 
@@ -326,16 +327,7 @@ class AwsSts:
 
     @hookimpl
     def credenza_health(self) -> list[Health]:
-        # /status may be polled often: ask STS at most every 15 seconds.
-        now = time.monotonic()
-        if self._health is None or now - self._health[0] > 15:
-            try:
-                self._call("GetCallerIdentity", self.sts.get_caller_identity)
-                health = Health("sts", ok=True)
-            except (Unavailable, Forbidden, BadRequest) as exc:
-                health = Health("sts", ok=False, detail=exc.detail)
-            self._health = (now, health)
-        return [self._health[1]]
+        return [self.health()]
 
     @hookimpl
     def credenza_shutdown(self) -> None:

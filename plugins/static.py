@@ -37,11 +37,7 @@ file can add grants to users that Apache or a directory authenticates.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -54,6 +50,7 @@ from credenza.markers import hookimpl
 from credenza.models import PRINCIPAL_KINDS, Account, Grant, IdentityRequest, Principal
 from credenza.secrets import (
     API_KEY_ID,
+    VerifiedCache,
     hash_password,
     is_password_hash,
     same_secret,
@@ -105,9 +102,7 @@ class StaticDirectory:
             legacy = afp_account_catalogue(load_tree(afp_accounts), str(afp_accounts))
             self.directory = attrs.evolve(self.directory,
                                           accounts=self.directory.accounts + legacy)
-        self._verified: dict[bytes, float] = {}
-        self._verified_key = secrets.token_bytes(32)
-        self._lock = threading.Lock()
+        self._verified = VerifiedCache(VERIFIED_TTL)
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -135,26 +130,12 @@ class StaticDirectory:
             # Same cost either way, so timing does not tell which user names exist here.
             verify_password(password, _DUMMY_HASH)
             return None
-        if not self._password_ok(username, password, entry.secret):
-            raise Unauthenticated("invalid user name or password")
+        if self._verified.get(username, entry.secret, password) is None:
+            if not verify_password(password, entry.secret):
+                raise Unauthenticated("invalid user name or password")
+            self._verified.put(True, username, entry.secret, password)
         return Principal(entry.principal, source=NAME, kind=entry.kind, groups=entry.groups,
                          attributes=entry.attributes)
-
-    def _password_ok(self, username: str, password: str, stored: str) -> bool:
-        # Remember successful checks briefly, keyed by a MAC (never the password itself).
-        mac = hmac.new(self._verified_key, f"{username}\0{password}\0{stored}".encode(),
-                       hashlib.sha256).digest()
-        now = time.monotonic()
-        with self._lock:
-            if self._verified.get(mac, 0.0) > now:
-                return True
-        if not verify_password(password, stored):
-            return False
-        with self._lock:
-            if len(self._verified) > 10_000:
-                self._verified = {k: v for k, v in self._verified.items() if v > now}
-            self._verified[mac] = now + VERIFIED_TTL
-        return True
 
     @hookimpl
     def credenza_principal_groups(self, principal: Principal) -> Iterable[str]:

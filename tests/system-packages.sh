@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# What the tests need from Debian besides Python packages: slapd (LDAP tests).
+# Installed when missing (as root: apt-get works as it is on these machines).
+set -euo pipefail
+missing=()
+[ -x /usr/sbin/slapd ] && command -v slappasswd >/dev/null || missing+=(slapd ldap-utils)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "the tests need these Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
