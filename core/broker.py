@@ -8,7 +8,10 @@ never call hooks themselves. Each method is a typed wrapper around the hooks it 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
+import json
 import logging
 import os
 import re
@@ -16,9 +19,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from credenza.config import Config
-from credenza.errors import BadRequest, Forbidden, NotConfigured, NotFound, Unauthenticated
+from credenza.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotConfigured,
+    NotFound,
+    Unauthenticated,
+)
 from credenza.loader import PluginManager, load_plugins
 from credenza.models import (
+    ACCESS_TOKEN_PROVIDER,
     WILDCARD,
     Account,
     AwsCredentials,
@@ -28,7 +39,15 @@ from credenza.models import (
     Health,
     IdentityRequest,
     IssuedEvent,
+    IssuedToken,
+    Page,
     Principal,
+    RevokedEvent,
+    TokenQuery,
+    TokenRecord,
+    TokenSpec,
+    TokenStore,
+    utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -41,9 +60,11 @@ ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 class Broker:
     """Answers who is calling, what they may use, and hands out credentials for it."""
 
-    def __init__(self, config: Config, plugin_manager: PluginManager) -> None:
+    def __init__(self, config: Config, plugin_manager: PluginManager,
+                 store: TokenStore | None = None) -> None:
         self.config = config
         self.plugin_manager = plugin_manager
+        self.store = store
         self._hook = plugin_manager.hook
 
     @classmethod
@@ -66,7 +87,9 @@ class Broker:
             config = Config.from_mapping(source)
         else:
             config = Config.load(source)
-        return cls(config, load_plugins(config, plugins))
+        plugin_manager = load_plugins(config, plugins)
+        return cls(config, plugin_manager,
+                   plugin_manager.hook.credenza_token_store(config=config))
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -84,6 +107,13 @@ class Broker:
             presented = request.basic or request.bearer or request.api_key
             detail = "invalid credentials" if presented else "no valid credentials were presented"
             raise Unauthenticated(detail, challenges=self._challenges())
+        token_id = principal.attributes.get("token_id")
+        if token_id is not None and self.store is not None:
+            # An access token this broker issued identifies nobody once it is revoked.
+            record = self.store.get(token_id)
+            if record is None or record.revoked:
+                raise Unauthenticated("the access token has been revoked",
+                                      challenges=self._challenges())
         return self.enrich(principal)
 
     def enrich(self, principal: Principal) -> Principal:
@@ -190,6 +220,154 @@ class Broker:
             raise NotConfigured("no enabled plugin makes console sign-in URLs (enable aws-sts)")
         return url
 
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def _token_store(self) -> TokenStore:
+        if self.store is None:
+            raise NotConfigured("no token store is enabled (enable the sql plugin)")
+        return self.store
+
+    def _issue_and_record(self, principal: Principal, spec: TokenSpec) -> IssuedToken:
+        store = self._token_store()
+        token = self._hook.credenza_issue_token(principal=principal, spec=spec)
+        if token is None:
+            raise NotFound(f"unknown credential provider {spec.provider!r}")
+        store.add(token.record)
+        self._observe("credenza_issued", event=IssuedEvent(
+            principal, "token", spec.provider, token_id=token.record.token_id,
+            expires_at=token.record.expires_at))
+        return token
+
+    def issue_token(self, principal: Principal, spec: TokenSpec) -> IssuedToken:
+        """A token of ``spec.provider``, if a ``token`` grant permits it (and its audiences).
+
+        :raises Forbidden: no grant, or audiences beyond the grant's.
+        :raises NotFound: no enabled plugin has that provider.
+        """
+        grant = self.authorize(principal, "token", spec.provider)
+        beyond = sorted(spec.audiences - grant.audiences) if grant.audiences else []
+        if beyond:
+            reason = f"{principal.name} may not request audience {beyond[0]!r} of {spec.provider}"
+            self._denied(DeniedEvent(principal, "token", spec.provider, reason))
+            raise Forbidden(reason)
+        return self._issue_and_record(principal, spec)
+
+    def issue_access_token(self, principal: Principal, audiences: frozenset[str],
+                           scope: str) -> IssuedToken:
+        """An OAuth access token for this broker's own API (``/oauth2/token``)."""
+        spec = TokenSpec(ACCESS_TOKEN_PROVIDER, principal.name, audiences,
+                         custom_claims={"scope": scope}, consumer_type="application")
+        return self._issue_and_record(principal, spec)
+
+    def token_record(self, token: str) -> TokenRecord | None:
+        """The record of a token this broker issued (a JWT or a derived short token), or None
+        when the token is not one, does not verify, or was forgotten."""
+        try:
+            claims = self._hook.credenza_verify_token(token=token)
+        except Unauthenticated:
+            return None
+        if not claims or "jti" not in claims:
+            return None
+        return self._token_store().get(str(claims["jti"]))
+
+    def validate_token(self, token: str) -> bool:
+        """Whether ``token`` verifies, is known, not revoked and not expired."""
+        record = self.token_record(token)
+        return record is not None and not record.revoked and not record.expired()
+
+    def _may_manage(self, principal: Principal, consumer_id: str, provider: str) -> None:
+        """A consumer manages its own tokens; an ``admin`` grant manages anyone's."""
+        if principal.name != consumer_id:
+            self.authorize(principal, "admin", provider)
+
+    def _usable(self, record: TokenRecord) -> TokenRecord:
+        if record.revoked:
+            raise Conflict(f"token {record.token_id} is revoked")
+        if record.expired():
+            raise Conflict(f"token {record.token_id} has expired")
+        return record
+
+    def _resign(self, record: TokenRecord) -> IssuedToken:
+        token = self._hook.credenza_resign_token(record=self._usable(record))
+        if token is None:
+            raise NotConfigured(f"no enabled plugin can re-sign tokens of {record.provider!r}")
+        return token
+
+    def obtain_token(self, principal: Principal, consumer_id: str, token_id: str) -> IssuedToken:
+        """A stored token again, by id, for its consumer (or an admin)."""
+        record = self._token_store().get(token_id)
+        if record is None or record.consumer_id != consumer_id:
+            raise NotFound(f"no token {token_id!r} of consumer {consumer_id!r}")
+        self._may_manage(principal, record.consumer_id, record.provider)
+        return self._resign(record)
+
+    def obtain_by_short_token(self, short_token: str) -> IssuedToken:
+        """The token a derived short token stands for (the short token is the credential)."""
+        record = self.token_record(short_token) if short_token.startswith("st_") else None
+        if record is None:
+            raise Unauthenticated("invalid derived short token", challenges=())
+        return self._resign(record)
+
+    def list_tokens(self, principal: Principal, query: TokenQuery, max_results: int,
+                    next_token: str | None) -> Page:
+        """One page of a consumer's tokens of one provider."""
+        self._may_manage(principal, query.consumer_id, query.provider)
+        after = _page_position(next_token, query) if next_token else None
+        records, more, total = self._token_store().list(query, max_results, after, utcnow())
+        following = _page_token(records[-1].token_id, query) if more and records else None
+        return Page(records, following, total)
+
+    def _known(self, token: str) -> TokenRecord:
+        record = self.token_record(token)
+        if record is None:
+            raise NotFound("no such token (it does not verify, or is unknown here)")
+        return record
+
+    def revoke_token(self, principal: Principal, token: str) -> TokenRecord:
+        """Revoke one token (its consumer or an admin)."""
+        record = self._known(token)
+        self._may_manage(principal, record.consumer_id, record.provider)
+        self._set_revoked(principal, [record.token_id], revoked=True)
+        return record
+
+    def reinstate_token(self, principal: Principal, token: str) -> TokenRecord:
+        """Reinstate one revoked token: an admin act, refused for expired tokens."""
+        record = self._known(token)
+        self.authorize(principal, "admin", record.provider)
+        if record.expired():
+            raise Conflict(f"token {record.token_id} has expired and cannot be reinstated")
+        self._set_revoked(principal, [record.token_id], revoked=False)
+        return record
+
+    def revoke_consumer(self, principal: Principal, consumer_id: str, provider: str) -> int:
+        """Revoke all of a consumer's tokens of a provider; returns how many changed."""
+        self._may_manage(principal, consumer_id, provider)
+        return self._set_revoked(principal, self._token_store().token_ids(consumer_id, provider),
+                                 revoked=True)
+
+    def reinstate_consumer(self, principal: Principal, consumer_id: str, provider: str) -> int:
+        """Reinstate a consumer's unexpired tokens of a provider (admin)."""
+        self.authorize(principal, "admin", provider)
+        store = self._token_store()
+        ids = [token_id for token_id in store.token_ids(consumer_id, provider)
+               if (record := store.get(token_id)) is not None and not record.expired()]
+        return self._set_revoked(principal, ids, revoked=False)
+
+    def jwks(self) -> list[dict[str, Any]]:
+        """Every public key the plugins publish."""
+        return [dict(key) for keys in self._hook.credenza_jwks() for key in keys]
+
+    def issuer(self) -> str | None:
+        """The issuer of this broker's own tokens, if a plugin issues any."""
+        return self._hook.credenza_issuer()
+
+    def _set_revoked(self, principal: Principal, token_ids: list[str], revoked: bool) -> int:
+        changed = self._token_store().set_revoked(token_ids, revoked, utcnow())
+        if token_ids:
+            self._observe("credenza_revoked", event=RevokedEvent(principal, tuple(token_ids),
+                                                                 reinstated=not revoked))
+        return changed
+
     # -- operations ---------------------------------------------------------------------------
 
     def health(self) -> list[Health]:
@@ -231,6 +409,27 @@ class Broker:
             except Exception:
                 log.exception("observer %s of plugin %s failed", hook_name, impl.plugin_name)
 
+
+
+def _fingerprint(query: TokenQuery) -> str:
+    raw = f"{query.consumer_id}\0{query.provider}\0{query.revoked}\0{query.expired}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def _page_token(after: str, query: TokenQuery) -> str:
+    """An opaque next token: where the page ended, bound to the query it belongs to."""
+    raw = json.dumps([after, _fingerprint(query)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _page_position(token: str, query: TokenQuery) -> str:
+    try:
+        after, fingerprint = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, TypeError):
+        raise BadRequest("nextToken is not one this broker gave out") from None
+    if fingerprint != _fingerprint(query) or not isinstance(after, str):
+        raise BadRequest("nextToken belongs to another listing (other filters)")
+    return after
 
 
 def _in_call_order(hook: Any) -> list[Any]:

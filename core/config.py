@@ -169,6 +169,8 @@ class ServerSettings:
     # file in the data directory) and whether IMDSv1 (no token) is answered.
     imds_token_key: str | None = attrs.field(default=None, repr=False)
     imds_v1: bool = False
+    # The instance id of the IDaaS PAM compatible API (/v2/{instanceId}/...).
+    idaas_instance_id: str = "credenza"
 
     @classmethod
     def from_section(cls, section: Section) -> ServerSettings:
@@ -190,6 +192,7 @@ class ServerSettings:
             realm=section.get_str("realm", defaults.realm),
             imds_token_key=section.get_secret("imds_token_key", None),
             imds_v1=section.get_bool("imds_v1", defaults.imds_v1),
+            idaas_instance_id=section.get_str("idaas_instance_id", defaults.idaas_instance_id),
         )
         if (settings.certfile is None) != (settings.keyfile is None):
             raise section.error("certfile", "TLS needs both certfile and keyfile")

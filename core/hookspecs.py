@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         IssuedToken,
         Principal,
         RevokedEvent,
+        TokenRecord,
         TokenSpec,
         TokenStore,
     )
@@ -202,15 +203,46 @@ def credenza_issue_token(principal: Principal, spec: TokenSpec) -> IssuedToken |
 
 
 @hookspec(firstresult=True)
+def credenza_resign_token(record: TokenRecord) -> IssuedToken | None:
+    """Make a stored token usable again: sign its stored claims anew (the store has no secrets).
+
+    :param record: the record of a token this plugin issued (not revoked, not expired).
+    :returns: the token with a fresh signature (and its derived short token), or ``None`` when
+        the record is not one of this plugin's.
+
+    Stops at the first non-None result. Example::
+
+        @hookimpl
+        def credenza_resign_token(record):
+            if record.provider not in PROVIDERS:
+                return None
+            return IssuedToken(record, sign(record.claims), short_token(record.token_id))
+    """
+
+
+@hookspec(firstresult=True)
 def credenza_verify_token(token: str) -> Mapping[str, Any] | None:
     """Verify a token this broker (or a trusted issuer) signed and return its claims.
 
     :param token: the presented token (a JWT or a derived short token).
-    :returns: the verified claims, or ``None`` when this plugin does not recognise the token.
+    :returns: the verified claims (``jti`` names the stored record), or ``None`` when this plugin
+        does not recognise the token.
     :raises credenza.errors.Unauthenticated: when the token is recognised but invalid (bad
         signature, expired, wrong audience).
 
     Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def credenza_issuer() -> str | None:
+    """Return the issuer (``iss``) of this broker's own tokens, for the discovery document.
+
+    Stops at the first non-None result. Example::
+
+        @hookimpl
+        def credenza_issuer():
+            return "https://credenza.example.com"
     """
 
 

@@ -275,7 +275,8 @@ class TokenRecord:
     """What the token store keeps of an issued token: metadata and claims, never the secret."""
 
     token_id: str = attrs.field(validator=_printable)
-    token_type: str = attrs.field(validator=_kind)
+    # "jwt", "oauth_access_token", ...: the names the IDaaS API uses
+    token_type: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9_]{0,31}$"))
     provider: str = attrs.field(validator=_printable)
     consumer_type: str
     consumer_id: str
@@ -310,11 +311,26 @@ class Page:
     total_count: int | None = None
 
 
+# The provider name under which OAuth access tokens for this broker's own API are recorded.
+ACCESS_TOKEN_PROVIDER = "credenza-access"  # noqa: S105 - a provider name
+
+
+@attrs.frozen
+class TokenQuery:
+    """Which tokens a listing wants: one consumer's tokens of one provider, optionally only the
+    revoked (or unrevoked) and expired (or unexpired) ones."""
+
+    consumer_id: str = attrs.field(validator=_printable)
+    provider: str = attrs.field(validator=_printable)
+    revoked: bool | None = None
+    expired: bool | None = None
+
+
 @runtime_checkable
 class TokenStore(Protocol):
-    """Where issued tokens are remembered. Secrets are never passed in: only their hashes."""
+    """Where issued tokens are remembered: metadata and claims, never a secret (only hashes)."""
 
-    def add(self, record: TokenRecord, secret_hashes: Iterable[bytes]) -> None:
+    def add(self, record: TokenRecord, secret_hashes: Iterable[bytes] = ()) -> None:
         """Store a new record, findable by each of ``secret_hashes``."""
 
     def get(self, token_id: str) -> TokenRecord | None:
@@ -322,6 +338,22 @@ class TokenStore(Protocol):
 
     def find(self, secret_hash: bytes) -> TokenRecord | None:
         """The record one of whose secrets hashes to ``secret_hash``, or None."""
+
+    def list(self, query: TokenQuery, max_results: int, after: str | None,
+             now: dt.datetime) -> tuple[list[TokenRecord], bool, int]:
+        """Records matching ``query`` in token id order after ``after``: (page, more, total)."""
+
+    def token_ids(self, consumer_id: str, provider: str) -> list[str]:
+        """Every token id of one consumer for one provider."""
+
+    def set_revoked(self, token_ids: Iterable[str], revoked: bool, at: dt.datetime) -> int:
+        """Mark tokens revoked or not; returns how many changed."""
+
+    def purge(self, expired_before: dt.datetime) -> int:
+        """Delete records that expired before ``expired_before``; returns how many."""
+
+    def ping(self) -> None:
+        """Raise :class:`credenza.errors.Unavailable` when the store cannot be reached."""
 
     def close(self) -> None:
         """Release connections."""

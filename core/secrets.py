@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import threading
 import time
+from pathlib import Path
 
 SCRYPT_LN, SCRYPT_R, SCRYPT_P = 15, 8, 1
 _SCRYPT = re.compile(r"^\$scrypt\$ln=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$")
@@ -119,3 +121,25 @@ class VerifiedCache:
                 while len(self._entries) >= self.max_entries:
                     self._entries.pop(next(iter(self._entries)))
             self._entries[self._mac(*parts)] = (now + self.ttl, value)
+
+
+def new_token_id(prefix: str = "at") -> str:
+    """A token id that sorts by creation time (milliseconds, then 80 random bits)."""
+    return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+
+
+def key_file(path: Path, nbytes: int = 32) -> bytes:
+    """A random key kept in ``path`` (mode 0600), made by whichever process gets there first."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the maker may still be writing it
+            data = path.read_bytes()
+            if data:
+                return base64.b64decode(data)
+            time.sleep(0.01)
+        raise
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(base64.b64encode(secrets.token_bytes(nbytes)))
+    return base64.b64decode(path.read_bytes())

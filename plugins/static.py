@@ -11,6 +11,11 @@ Settings (``[plugins.static]``):
             groups: [ops]
             grants: ["dev/reader"]       # ACCOUNT/ROLE; "*" as role grants every role
             attributes: {email: alice@example.com}
+        oauth_clients:
+          pam-app:                       # client_id; `credenza hash-api-key pam-app` prints the
+            sha256: "..."                # client secret (pam-app.SECRET) and this hash
+            tokens: {build-bot: [https://api.example.com]}   # provider -> audiences ([] any)
+            admin: [build-bot]           # lifecycle rights over everyone's tokens of it
         api_keys:
           ci-deploy:                     # the key id; the key is "ci-deploy.SECRET"
             sha256: "..."                # `credenza hash-api-key ci-deploy`
@@ -82,6 +87,7 @@ class Directory:
 
     users: Mapping[str, Entry]
     api_keys: Mapping[str, Entry]
+    clients: Mapping[str, Entry]
     group_grants: GroupGrantMap
     accounts: tuple[Account, ...]
 
@@ -125,6 +131,16 @@ class StaticDirectory:
                          attributes={**entry.attributes, "api_key_id": parts[0]})
 
     def _by_password(self, username: str, password: str) -> Principal | None:
+        client = self.directory.clients.get(username)
+        if client is not None and username not in self.directory.users:
+            # OAuth client authentication (client_secret_basic / _post). The client secret is the
+            # key `credenza hash-api-key CLIENT_ID` printed: CLIENT_ID.SECRET.
+            parts = split_api_key(password)
+            if (parts is None or parts[0] != username or client.secret is None
+                    or not same_secret(parts[1], client.secret)):
+                raise Unauthenticated("invalid client credentials")
+            return Principal(username, source=NAME, kind=client.kind, groups=client.groups,
+                             attributes={**client.attributes, "oauth_client": username})
         entry = self.directory.users.get(username)
         if entry is None or entry.secret is None:
             # Same cost either way, so timing does not tell which user names exist here.
@@ -153,6 +169,10 @@ class StaticDirectory:
         key_id = principal.attributes.get("api_key_id") if principal.source == NAME else None
         if key_id in self.directory.api_keys:
             grants.extend(self.directory.api_keys[key_id].grants)
+        # A client keeps its grants when it comes back with the access token it was given.
+        client = self.directory.clients.get(principal.name)
+        if client is not None and principal.kind == "client":
+            grants.extend(client.grants)
         grants.extend(self.directory.group_grants.grants(principal.groups))
         return grants
 
@@ -186,8 +206,10 @@ def _grants(value: Any, where: str, via: str) -> tuple[Grant, ...]:
     return tuple(grants)
 
 
-_USER_KEYS = frozenset({"password", "groups", "grants", "attributes", "kind"})
-_KEY_KEYS = frozenset({"sha256", "principal", "groups", "grants", "attributes", "kind"})
+_GRANT_KEYS = frozenset({"groups", "grants", "tokens", "admin", "attributes", "kind"})
+_USER_KEYS = _GRANT_KEYS | {"password"}
+_KEY_KEYS = _GRANT_KEYS | {"sha256", "principal"}
+_CLIENT_KEYS = _GRANT_KEYS | {"sha256"}
 _ACCOUNT_KEYS = frozenset({"id", "partition", "region", "default_duration", "max_duration",
                            "role_path", "external_id"})
 
@@ -206,11 +228,19 @@ def _entry(name: str, raw: Any, where: str, allowed: frozenset[str], secret_fiel
     if secret is not None:
         _expect(secret, str, f"{where}.{secret_field}", "a string")
     attributes = _expect(raw.get("attributes", {}), dict, f"{where}.attributes", "a mapping")
+    tokens = _expect(raw.get("tokens") or {}, dict, f"{where}.tokens",
+                     "a mapping of provider -> audiences")
+    grants = (*_grants(raw.get("grants"), f"{where}.grants", via),
+              *(Grant("token", str(provider),
+                      audiences=_strings(audiences, f"{where}.tokens.{provider}"), via=via)
+                for provider, audiences in tokens.items()),
+              *(Grant("admin", provider, via=via)
+                for provider in _strings(raw.get("admin"), f"{where}.admin")))
     return Entry(
         principal=_expect(raw.get("principal", name), str, f"{where}.principal", "a string"),
         kind=kind,
         groups=frozenset(_strings(raw.get("groups"), f"{where}.groups")),
-        grants=_grants(raw.get("grants"), f"{where}.grants", via),
+        grants=grants,
         attributes=attributes,
         secret=secret,
     )
@@ -224,29 +254,42 @@ def _user(name: str, raw: Any, where: str) -> Entry:
     return entry
 
 
-def _api_key(key_id: str, raw: Any, where: str) -> Entry:
-    if not API_KEY_ID.match(key_id):
-        raise ConfigError(f"{where}: a key id must match {API_KEY_ID.pattern}")
-    entry = _entry(key_id, raw, where, _KEY_KEYS, "sha256", "machine", f"API key {key_id}")
+def _hashed(entry: Entry, where: str) -> Entry:
     digest = entry.secret or ""
     if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
         raise ConfigError(f"{where}.sha256: expected 64 hex digits from `credenza hash-api-key`")
     return entry
 
 
+def _api_key(key_id: str, raw: Any, where: str) -> Entry:
+    if not API_KEY_ID.match(key_id):
+        raise ConfigError(f"{where}: a key id must match {API_KEY_ID.pattern}")
+    return _hashed(_entry(key_id, raw, where, _KEY_KEYS, "sha256", "machine",
+                          f"API key {key_id}"), where)
+
+
+def _client(client_id: str, raw: Any, where: str) -> Entry:
+    return _hashed(_entry(client_id, raw, where, _CLIENT_KEYS, "sha256", "client",
+                          f"OAuth client {client_id}"), where)
+
+
 def parse_directory(data: Mapping[str, Any], source: str,
                     patterns: tuple[Any, ...] = ()) -> Directory:
     """Check and parse the merged YAML; every error names the file(s) and the entry."""
-    unknown = sorted(set(data) - {"users", "api_keys", "groups", "accounts"})
+    unknown = sorted(set(data) - {"users", "api_keys", "oauth_clients", "groups", "accounts"})
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key {unknown[0]!r} "
-                          "(known: accounts, api_keys, groups, users)")
+                          "(known: accounts, api_keys, groups, oauth_clients, users)")
     raw_users = _expect(data.get("users", {}), dict, f"{source}: users", "a mapping")
     users = {str(name): _user(str(name), raw, f"{source}: users.{name}")
              for name, raw in raw_users.items()}
     raw_keys = _expect(data.get("api_keys", {}), dict, f"{source}: api_keys", "a mapping")
     api_keys = {str(key_id): _api_key(str(key_id), raw, f"{source}: api_keys.{key_id}")
                 for key_id, raw in raw_keys.items()}
+    raw_clients = _expect(data.get("oauth_clients", {}), dict, f"{source}: oauth_clients",
+                          "a mapping")
+    clients = {str(client_id): _client(str(client_id), raw, f"{source}: oauth_clients.{client_id}")
+               for client_id, raw in raw_clients.items()}
     table = {}
     for group, raw in _expect(data.get("groups", {}), dict, f"{source}: groups",
                               "a mapping").items():
@@ -263,7 +306,7 @@ def parse_directory(data: Mapping[str, Any], source: str,
         for name, raw in _expect(data.get("accounts", {}), dict, f"{source}: accounts",
                                  "a mapping").items()
     )
-    return Directory(users, api_keys, GroupGrantMap(patterns, table), accounts)
+    return Directory(users, api_keys, clients, GroupGrantMap(patterns, table), accounts)
 
 
 def account_from(name: Any, raw: Any, where: str) -> Account:

@@ -31,8 +31,11 @@ def broker_for(tmp_path: Path, yaml_text: str, *extra: object, **static: object)
     ("users: {alice: {password: hunter2}}",
      "users.alice.password: expected a hash from `credenza hash-password` (plain passwords are "
      "not accepted)"),
-    ("users: {alice: {pasword: x}}", "users.alice: unknown key 'pasword' (known: attributes, "
-                                     "grants, groups, kind, password)"),
+    ("users: {alice: {pasword: x}}", "users.alice: unknown key 'pasword' (known: admin, "
+                                     "attributes, grants, groups, kind, password, tokens)"),
+    ("users: {alice: {tokens: [p]}}", "users.alice.tokens: expected a mapping of provider -> "
+                                      "audiences"),
+    ("oauth_clients: {app: {sha256: abc}}", "oauth_clients.app.sha256: expected 64 hex digits"),
     ("users: {alice: {grants: [prod]}}", "users.alice.grants: expected ACCOUNT/ROLE, got 'prod'"),
     ("users: {alice: {groups: ops}}", "users.alice.groups: expected a list of strings"),
     ("users: {alice: {kind: robot}}", "users.alice.kind: expected one of client, machine, "
@@ -45,7 +48,8 @@ def broker_for(tmp_path: Path, yaml_text: str, *extra: object, **static: object)
     ("accounts: {prod: {default_duration: 60}}", "accounts.prod: 'default_duration' must be >= "
                                                  "900"),
     ("groups: {ops: {members: [a]}}", "groups.ops: only 'grants' is allowed"),
-    ("userz: {}", "unknown top-level key 'userz'"),
+    ("userz: {}", "unknown top-level key 'userz' (known: accounts, api_keys, groups, "
+                  "oauth_clients, users)"),
     ("users: [alice]", "users: expected a mapping"),
     ("users: {alice: {password: [", "not valid YAML"),
 ])

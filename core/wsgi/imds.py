@@ -14,8 +14,6 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
-import os
-import secrets
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from werkzeug.wrappers import Response
 from credenza.broker import Broker
 from credenza.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from credenza.models import Account, AwsCredentials, AwsOptions, Principal
+from credenza.secrets import key_file
 from credenza.wsgi.routes import Family, RequestContext, Route, json_response
 
 AWS_SDK = Family("aws-sdk", "Credential endpoints for AWS SDKs: IMDSv2 and container credentials.",
@@ -83,22 +82,13 @@ def metadata_issue(ctx: RequestContext, role: str) -> tuple[Account, AwsCredenti
 
 
 @functools.lru_cache(maxsize=8)
-def _key_file(data_dir: Path) -> bytes:
-    """The token key kept in the data directory, made once (0600) by whichever worker is first."""
-    path = data_dir / "imds-token.key"
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return base64.b64decode(path.read_bytes())
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(base64.b64encode(secrets.token_bytes(32)))
-    return base64.b64decode(path.read_bytes())
+def _stored_key(data_dir: Path) -> bytes:
+    return key_file(data_dir / "imds-token.key")
 
 
 def _token_key(broker: Broker) -> bytes:
     configured = broker.config.server.imds_token_key
-    return configured.encode() if configured else _key_file(broker.config.data_dir)
+    return configured.encode() if configured else _stored_key(broker.config.data_dir)
 
 
 def _mac(key: bytes, expires: int, remote_addr: str) -> str:

@@ -1,0 +1,146 @@
+"""OAuth 2.0 for this broker's own API: the token endpoint, JWKS, discovery.
+
+``POST /oauth2/token`` takes form-encoded requests (RFC 6749); the client authenticates with HTTP
+Basic (client_secret_basic) or ``client_id``/``client_secret`` in the body (client_secret_post).
+Answers carry ``expires_in`` and, for clients that cache by it (the IDaaS PAM client), the
+non-standard ``expires_at`` (epoch seconds). Errors are ``{error, error_description, request_id}``
+as RFC 6749 section 5.2 says.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from werkzeug.wrappers import Response
+
+from credenza.errors import BadRequest, CredenzaError, Unauthenticated
+from credenza.models import BasicCredentials, IdentityRequest
+from credenza.wsgi.routes import JSON, Family, RequestContext, Route, json_response
+
+OAUTH_ERRORS = {400: "invalid_request", 401: "invalid_client", 403: "unauthorized_client",
+                404: "invalid_request", 413: "invalid_request"}
+
+
+class OAuthError(BadRequest):
+    """An RFC 6749 error with its own code (``unsupported_grant_type``, ``invalid_scope``)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+def render_oauth_error(error: CredenzaError, ctx: RequestContext) -> Response:
+    """``{error, error_description, request_id}`` with the status RFC 6749 asks for."""
+    code = error.code if isinstance(error, OAuthError) else OAUTH_ERRORS.get(
+        error.status, "server_error" if error.status < 503 else "temporarily_unavailable")
+    body = {"error": code, "error_description": error.detail, "request_id": ctx.request_id}
+    headers = error.headers()
+    if error.status == 401:
+        headers = {"WWW-Authenticate": f'Basic realm="{ctx.broker.config.server.realm}"'}
+    response = json_response(body, error.status, headers)
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+OAUTH = Family("oauth", "OAuth 2.0 token endpoint, JWKS and discovery.",
+               prefixes=("/oauth2/",), render_error=render_oauth_error)
+
+
+def form(ctx: RequestContext) -> dict[str, str]:
+    """The form-encoded body; a parameter given twice is an error (RFC 6749 section 3.2)."""
+    content_type = ctx.request.mimetype
+    if content_type != "application/x-www-form-urlencoded":
+        raise BadRequest("the token endpoint takes application/x-www-form-urlencoded bodies")
+    try:
+        pairs = urllib.parse.parse_qsl(ctx.body().decode("utf-8"), keep_blank_values=True,
+                                       strict_parsing=False)
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8") from None
+    values: dict[str, str] = {}
+    for key, value in pairs:
+        if key in values:
+            raise BadRequest(f"parameter {key!r} is given more than once")
+        values[key] = value
+    return values
+
+
+def client_principal(ctx: RequestContext, params: dict[str, str]):
+    """The authenticated client: Basic, or client_id + client_secret in the body (not both)."""
+    request = IdentityRequest.from_environ(ctx.request.environ)
+    posted = params.get("client_id"), params.get("client_secret")
+    if request.basic is not None and any(posted[1:]):
+        raise BadRequest("authenticate the client one way: Basic or the body, not both")
+    if request.basic is None:
+        if not all(posted):
+            raise Unauthenticated("client authentication is required")
+        request = IdentityRequest(environ=ctx.request.environ,
+                                  basic=BasicCredentials(posted[0], posted[1]))
+    try:
+        principal = ctx.broker.identify(request)
+    except Unauthenticated:
+        raise Unauthenticated("invalid client credentials") from None
+    if posted[0] and posted[0] != principal.name:
+        raise BadRequest("client_id does not match the authenticated client")
+    return principal
+
+
+def audiences_of(scope: str) -> frozenset[str]:
+    """Scopes are ``audience|value`` (the IDaaS form) or a bare audience."""
+    return frozenset(item.split("|", 1)[0] for item in scope.split() if item)
+
+
+def token(ctx: RequestContext) -> Response:
+    """The token endpoint: ``client_credentials``."""
+    params = form(ctx)
+    grant_type = params.get("grant_type")
+    if grant_type != "client_credentials":
+        raise OAuthError("unsupported_grant_type",
+                         f"grant_type {grant_type!r} is not supported here")
+    principal = client_principal(ctx, params)
+    scope = params.get("scope", "")
+    issued = ctx.broker.issue_access_token(principal, audiences_of(scope), scope)
+    record = issued.record
+    body = {
+        "access_token": issued.value,
+        "token_type": "Bearer",
+        "expires_in": int((record.expires_at - record.issued_at).total_seconds()),
+        "expires_at": int(record.expires_at.timestamp()),
+        "scope": scope,
+    }
+    response = json_response(body)
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def jwks(ctx: RequestContext) -> Response:
+    """Every published public key (active, next, and retiring ones still covering tokens)."""
+    response = json_response({"keys": ctx.broker.jwks()})
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+def openid_configuration(ctx: RequestContext) -> Response:
+    """Discovery (RFC 8414 / OpenID Connect Discovery) for this broker's issuer."""
+    base = ctx.request.host_url.rstrip("/")
+    issuer = ctx.broker.issuer() or base
+    return json_response({
+        "issuer": issuer,
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "token_endpoint": f"{base}/oauth2/token",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "id_token_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+    })
+
+
+ROUTES = (
+    Route("/oauth2/token", token, methods=("POST",), family=OAUTH, authenticated=False,
+          summary="OAuth 2.0 token endpoint (client_credentials)",
+          responses={200: "An access token", 400: "Bad request or scope", 401: "Bad client"}),
+    Route("/.well-known/jwks.json", jwks, family=OAUTH, authenticated=False,
+          summary="Public signing keys (JWKS)", content_type=JSON),
+    Route("/.well-known/openid-configuration", openid_configuration, family=OAUTH,
+          authenticated=False, summary="Discovery document"),
+)

@@ -1,0 +1,539 @@
+"""Plugin ``jwt``: JWTs for credential providers, OAuth access tokens, derived short tokens.
+
+Settings (``[plugins.jwt]``):
+
+``issuer``
+    This broker's issuer URL (access tokens; the default issuer of providers).
+``key_dir``
+    Signing keys (default ``jwt-keys`` in the data directory). On first start one key per
+    algorithm in use is generated there (PEM, mode 0600). PEM files put there by hand are taken
+    as active keys. ``credenza jwt keys ...`` prepares, rotates and lists keys.
+``short_token_key``
+    The HMAC key of derived short tokens (``env:``/``file:``; default a key file in the data
+    directory). Replicas must share it, as they share ``key_dir``.
+``api_audiences``
+    Audiences of the access tokens ``/oauth2/token`` issues, which this broker accepts as bearer
+    identity (default ``["urn:cloud:idaas:pam"]``, what the IDaaS PAM client asks for).
+``access_token_lifetime_seconds``
+    Lifetime of access tokens (default 3600).
+``reserved_audience_prefixes``
+    Audiences providers may never issue for (default ``["urn:cloud:idaas"]``).
+``clock_skew_seconds``
+    Leeway when checking exp/nbf (default 30).
+``[plugins.jwt.providers.NAME]``
+    One credential provider: ``issuers`` (allowlist, the first is the default), ``audiences``
+    (allowed; empty allows any unreserved one), ``default_lifetime_seconds``,
+    ``max_lifetime_seconds``, ``algorithm`` (``ES256`` default, ``RS256``, ``EdDSA``).
+
+Keys rotate through three states: ``next`` (published in the JWKS, not signing yet), ``active``
+(signing) and ``retiring`` (published until the last token it signed has expired). Verification
+takes the algorithm from the key, never from the token, so ``alg: none`` and HS256-with-the-
+public-key forgeries fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from credenza.config import Section
+from credenza.errors import BadRequest, ConfigError, Unauthenticated
+from credenza.markers import hookimpl
+from credenza.models import (
+    ACCESS_TOKEN_PROVIDER,
+    IdentityRequest,
+    IssuedToken,
+    Principal,
+    TokenRecord,
+    TokenSpec,
+    utcnow,
+)
+from credenza.secrets import key_file, new_token_id
+
+NAME = "jwt"
+ALGORITHMS = ("ES256", "RS256", "EdDSA")
+REGISTERED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti"})
+MAX_TOKEN_BYTES = 8192
+SHORT_PREFIX = "st_"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _generate(alg: str) -> Any:
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def _algorithm_of(key: Any) -> str:
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
+        return "ES256"
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
+        return "RS256"
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "EdDSA"
+    raise ConfigError(f"unsupported signing key type {type(key).__name__} (use P-256, RSA >= "
+                      "2048 or Ed25519)")
+
+
+def public_jwk(key: Any, alg: str) -> dict[str, Any]:
+    """The public JWK of a private key (without kid)."""
+    algorithm = jwt.algorithms.get_default_algorithms()[alg]
+    return json.loads(algorithm.to_jwk(key.public_key()))
+
+
+def thumbprint(jwk: Mapping[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint: the kid of a key."""
+    members = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"),
+               "OKP": ("crv", "kty", "x")}[jwk["kty"]]
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return _b64(hashlib.sha256(canonical.encode()).digest())
+
+
+@attrs.frozen
+class SigningKey:
+    """One key of the keyring."""
+
+    kid: str
+    alg: str
+    state: str  # next | active | retiring
+    created_at: float
+    retire_after: float | None
+    private: Any = attrs.field(repr=False, eq=False)
+
+    def published(self, now: float) -> bool:
+        """Whether the JWKS shows it (and tokens signed with it verify)."""
+        return self.state != "retiring" or (self.retire_after or 0) > now
+
+    def jwk(self) -> dict[str, Any]:
+        return {**public_jwk(self.private, self.alg), "kid": self.kid, "alg": self.alg,
+                "use": "sig"}
+
+
+class Keyring:
+    """Signing keys in a directory: ``keys.json`` (states) and one PEM per key (0600).
+
+    Loaded once; reloaded when another process (a rotation, a replica) changed ``keys.json``,
+    checked at most every few seconds.
+    """
+
+    RELOAD_CHECK_SECONDS = 5.0
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.index = directory / "keys.json"
+        self._keys: dict[str, SigningKey] = {}
+        self._loaded_mtime = -1.0
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def _locked(self) -> Any:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handle = open(self.directory / ".lock", "a")  # noqa: SIM115 - closed by the caller
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle
+
+    def ensure(self, algorithms: Iterable[str]) -> None:
+        """Make sure every algorithm in use has an active key (creating them once)."""
+        handle = self._locked()
+        try:
+            self._read()
+            self._adopt_loose_pems()
+            for alg in sorted(set(algorithms)):
+                if not any(k.alg == alg and k.state == "active" for k in self._keys.values()):
+                    self._add(_generate(alg), alg, "active")
+            self._write()
+        finally:
+            handle.close()
+
+    def _adopt_loose_pems(self) -> None:
+        known = {f"{kid}.pem" for kid in self._keys}
+        for pem in sorted(self.directory.glob("*.pem")):
+            if pem.name in known:
+                continue
+            key = serialization.load_pem_private_key(pem.read_bytes(), password=None)
+            alg = _algorithm_of(key)
+            kid = thumbprint(public_jwk(key, alg))
+            if kid not in self._keys:
+                self._add(key, alg, "active" if not any(
+                    k.alg == alg and k.state == "active" for k in self._keys.values())
+                    else "next")
+            if pem.name != f"{kid}.pem":
+                pem.unlink()
+
+    def _add(self, key: Any, alg: str, state: str) -> SigningKey:
+        kid = thumbprint(public_jwk(key, alg))
+        path = self.directory / f"{kid}.pem"
+        data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        signing = SigningKey(kid, alg, state, time.time(), None, key)
+        self._keys[kid] = signing
+        return signing
+
+    def _read(self) -> None:
+        if not self.index.exists():
+            self._keys = {}
+            self._loaded_mtime = -1.0
+            return
+        mtime = self.index.stat().st_mtime
+        entries = json.loads(self.index.read_text())
+        keys = {}
+        for kid, meta in entries.items():
+            private = serialization.load_pem_private_key(
+                (self.directory / f"{kid}.pem").read_bytes(), password=None)
+            keys[kid] = SigningKey(kid, meta["alg"], meta["state"], meta["created_at"],
+                                   meta.get("retire_after"), private)
+        self._keys, self._loaded_mtime = keys, mtime
+
+    def _write(self) -> None:
+        entries = {k.kid: {"alg": k.alg, "state": k.state, "created_at": k.created_at,
+                           "retire_after": k.retire_after} for k in self._keys.values()}
+        tmp = self.index.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(entries, fh, indent=2, sort_keys=True)
+        os.replace(tmp, self.index)
+        self._loaded_mtime = self.index.stat().st_mtime
+
+    def _fresh(self) -> dict[str, SigningKey]:
+        now = time.monotonic()
+        if now - self._checked > self.RELOAD_CHECK_SECONDS:
+            with self._lock:
+                self._checked = now
+                if self.index.exists() and self.index.stat().st_mtime != self._loaded_mtime:
+                    self._read()
+        return self._keys
+
+    def active(self, alg: str) -> SigningKey:
+        """The key that signs with ``alg`` now."""
+        for key in self._fresh().values():
+            if key.alg == alg and key.state == "active":
+                return key
+        raise ConfigError(f"no active {alg} signing key in {self.directory}")
+
+    def published(self) -> list[SigningKey]:
+        """Keys the JWKS shows: next, active, and retiring ones still covering live tokens."""
+        now = time.time()
+        return sorted((k for k in self._fresh().values() if k.published(now)),
+                      key=lambda k: (k.state != "active", k.created_at))
+
+    def by_kid(self, kid: str) -> SigningKey | None:
+        """A published key by id (a retired one no longer verifies anything)."""
+        key = self._fresh().get(kid)
+        return key if key is not None and key.published(time.time()) else None
+
+    def prepare(self, alg: str) -> SigningKey:
+        """Add a ``next`` key: published now, signing after :meth:`rotate`."""
+        handle = self._locked()
+        try:
+            self._read()
+            existing = [k for k in self._keys.values() if k.alg == alg and k.state == "next"]
+            key = existing[0] if existing else self._add(_generate(alg), alg, "next")
+            self._write()
+            return key
+        finally:
+            handle.close()
+
+    def rotate(self, alg: str, retire_after: float) -> SigningKey:
+        """The ``next`` key (or a new one) becomes active; the active one retires at
+        ``retire_after`` (when the last token it signed has expired)."""
+        handle = self._locked()
+        try:
+            self._read()
+            for key in list(self._keys.values()):
+                if key.alg == alg and key.state == "active":
+                    self._keys[key.kid] = attrs.evolve(key, state="retiring",
+                                                       retire_after=retire_after)
+            upcoming = [k for k in self._keys.values() if k.alg == alg and k.state == "next"]
+            new = upcoming[0] if upcoming else self._add(_generate(alg), alg, "next")
+            self._keys[new.kid] = attrs.evolve(new, state="active")
+            now = time.time()
+            for key in list(self._keys.values()):  # forget keys no token can need any more
+                if not key.published(now):
+                    del self._keys[key.kid]
+                    (self.directory / f"{key.kid}.pem").unlink(missing_ok=True)
+            self._write()
+            self._checked = 0.0
+            return self._keys[new.kid]
+        finally:
+            handle.close()
+
+
+@attrs.frozen
+class Provider:
+    """A credential provider: what its tokens may say and how long they live."""
+
+    identifier: str
+    issuers: tuple[str, ...]
+    audiences: frozenset[str]
+    default_lifetime: int
+    max_lifetime: int
+    algorithm: str
+
+    @classmethod
+    def from_section(cls, identifier: str, section: Section, default_issuer: str) -> Provider:
+        """Read ``[plugins.jwt.providers.NAME]``."""
+        max_lifetime = section.get_int("max_lifetime_seconds", 86400, min=60, max=366 * 86400)
+        provider = cls(
+            identifier=identifier,
+            issuers=section.get_list("issuers", (default_issuer,)),
+            audiences=frozenset(section.get_list("audiences", ())),
+            default_lifetime=section.get_int("default_lifetime_seconds", 3600, min=60,
+                                             max=max_lifetime),
+            max_lifetime=max_lifetime,
+            algorithm=section.get_str("algorithm", "ES256", choices=frozenset(ALGORITHMS)),
+        )
+        section.check_unknown()
+        return provider
+
+
+class JwtIssuer:
+    """Signs and verifies this broker's JWTs; derives and checks short tokens."""
+
+    def __init__(self, section: Section) -> None:
+        self.issuer = section.get_str("issuer", "urn:credenza:broker")
+        self.keyring = Keyring(section.get_path("key_dir", None)
+                               or section.data_dir / "jwt-keys")
+        configured = section.get_secret("short_token_key", None)
+        self._short_key_file = section.data_dir / "short-token.key"
+        self._short_key: bytes | None = configured.encode() if configured else None
+        self.api_audiences = frozenset(section.get_list("api_audiences",
+                                                        ("urn:cloud:idaas:pam",)))
+        self.access_lifetime = section.get_int("access_token_lifetime_seconds", 3600, min=60,
+                                               max=86400)
+        self.reserved = section.get_list("reserved_audience_prefixes", ("urn:cloud:idaas",))
+        self.leeway = section.get_int("clock_skew_seconds", 30, min=0, max=300)
+        providers = section.get_table("providers")
+        self.providers = {
+            name: Provider.from_section(name, providers.get_table(name), self.issuer)
+            for name in providers.values
+        }
+        for name, provider in self.providers.items():
+            for audience in provider.audiences:
+                if self._reserved(audience):
+                    raise providers.error(name, f"audience {audience!r} uses a reserved prefix")
+        algorithms = {p.algorithm for p in self.providers.values()} | {"ES256"}
+        self.keyring.ensure(algorithms)
+
+    def _reserved(self, audience: str) -> bool:
+        return any(audience.startswith(prefix) for prefix in self.reserved)
+
+    # -- signing ------------------------------------------------------------------------------
+
+    def _sign(self, claims: Mapping[str, Any], alg: str) -> str:
+        key = self.keyring.active(alg)
+        return jwt.encode(dict(claims), key.private, algorithm=alg,
+                          headers={"kid": key.kid, "typ": "JWT"})
+
+    @property
+    def short_key(self) -> bytes:
+        if self._short_key is None:
+            self._short_key = key_file(self._short_key_file)
+        return self._short_key
+
+    def short_token(self, token_id: str) -> str:
+        """The derived short token of ``token_id``: it names the token and proves it, like the
+        JWT, and is never stored."""
+        mac = hmac.new(self.short_key, token_id.encode(), hashlib.sha256).digest()[:20]
+        return f"{SHORT_PREFIX}{token_id}.{_b64(mac)}"
+
+    def _spec_claims(self, principal: Principal, spec: TokenSpec,
+                     provider: Provider) -> tuple[dict[str, Any], dt.datetime, dt.datetime]:
+        for audience in spec.audiences:
+            if self._reserved(audience):
+                raise BadRequest(f"audience {audience!r} uses a reserved prefix")
+            if provider.audiences and audience not in provider.audiences:
+                raise BadRequest(f"audience {audience!r} is not allowed for provider "
+                                 f"{provider.identifier!r}")
+        if not spec.audiences:
+            raise BadRequest("at least one audience is required")
+        issuer = spec.issuer or provider.issuers[0]
+        if issuer not in provider.issuers:
+            raise BadRequest(f"issuer {issuer!r} is not allowed for provider "
+                             f"{provider.identifier!r}")
+        lifetime = int(spec.lifetime.total_seconds()) if spec.lifetime else \
+            provider.default_lifetime
+        if not 1 <= lifetime <= provider.max_lifetime:
+            raise BadRequest(f"expiration must be from 1 to {provider.max_lifetime} seconds "
+                             f"for provider {provider.identifier!r}, got {lifetime}")
+        clashing = sorted(REGISTERED_CLAIMS & set(spec.custom_claims))
+        if clashing:
+            raise BadRequest(f"custom claims cannot set registered claims: {', '.join(clashing)}")
+        issued = utcnow().replace(microsecond=0)
+        expires = issued + dt.timedelta(seconds=lifetime)
+        claims = {
+            **spec.custom_claims,
+            "iss": issuer, "sub": spec.subject, "aud": sorted(spec.audiences),
+            "iat": int(issued.timestamp()), "nbf": int(issued.timestamp()),
+            "exp": int(expires.timestamp()),
+        }
+        return claims, issued, expires
+
+    @hookimpl
+    def credenza_issue_token(self, principal: Principal, spec: TokenSpec) -> IssuedToken | None:
+        if spec.provider == ACCESS_TOKEN_PROVIDER:
+            return self._access_token(principal, spec)
+        provider = self.providers.get(spec.provider)
+        if provider is None:
+            return None
+        claims, issued, expires = self._spec_claims(principal, spec, provider)
+        token_id = new_token_id("at")
+        claims["jti"] = token_id
+        record = TokenRecord(
+            token_id=token_id, token_type="jwt", provider=provider.identifier,
+            consumer_type=spec.consumer_type, consumer_id=spec.consumer_id or principal.name,
+            creator_type=principal.kind, creator_id=principal.name,
+            issued_at=issued, expires_at=expires, claims=claims,
+        )
+        return IssuedToken(record, self._sign(claims, provider.algorithm),
+                           self.short_token(token_id) if spec.include_short_token else None)
+
+    def _access_token(self, principal: Principal, spec: TokenSpec) -> IssuedToken:
+        unknown = sorted(spec.audiences - self.api_audiences)
+        if unknown or not spec.audiences:
+            raise BadRequest(f"invalid scope: this broker issues access tokens for "
+                             f"{', '.join(sorted(self.api_audiences))}")
+        issued = utcnow().replace(microsecond=0)
+        expires = issued + dt.timedelta(seconds=self.access_lifetime)
+        token_id = new_token_id("ac")
+        claims = {"iss": self.issuer, "sub": principal.name, "aud": sorted(spec.audiences),
+                  "iat": int(issued.timestamp()), "nbf": int(issued.timestamp()),
+                  "exp": int(expires.timestamp()), "jti": token_id, "token_use": "access",
+                  "scope": str(spec.custom_claims.get("scope", "")),
+                  "client_kind": principal.kind}
+        record = TokenRecord(
+            token_id=token_id, token_type="oauth_access_token", provider=ACCESS_TOKEN_PROVIDER,
+            consumer_type="application", consumer_id=principal.name,
+            creator_type=principal.kind, creator_id=principal.name,
+            issued_at=issued, expires_at=expires, claims=claims,
+        )
+        return IssuedToken(record, self._sign(claims, "ES256"))
+
+    @hookimpl
+    def credenza_resign_token(self, record: TokenRecord) -> IssuedToken | None:
+        if record.token_type != "jwt" or record.provider not in self.providers:
+            return None
+        value = self._sign(record.claims, self.providers[record.provider].algorithm)
+        return IssuedToken(record, value, self.short_token(record.token_id))
+
+    # -- verifying ----------------------------------------------------------------------------
+
+    @hookimpl
+    def credenza_verify_token(self, token: str) -> Mapping[str, Any] | None:
+        if token.startswith(SHORT_PREFIX):
+            token_id = token[len(SHORT_PREFIX):].rpartition(".")[0]
+            if token_id and hmac.compare_digest(self.short_token(token_id), token):
+                return {"jti": token_id, "derived_short_token": True}
+            raise Unauthenticated("invalid derived short token")
+        if token.count(".") != 2:
+            return None  # not a JWT: another plugin's token, perhaps
+        return self.verify(token)
+
+    def verify(self, token: str, audiences: Iterable[str] | None = None) -> dict[str, Any]:
+        """The claims of a JWT this broker signed, checked in full.
+
+        :raises Unauthenticated: saying what is wrong (nothing about the key material).
+        """
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthenticated(f"token is longer than {MAX_TOKEN_BYTES} bytes")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("malformed token") from None
+        key = self.keyring.by_kid(str(header.get("kid", "")))
+        if key is None:
+            raise Unauthenticated("token signed with an unknown key")
+        try:
+            claims = jwt.decode(
+                token, key.private.public_key(), algorithms=[key.alg],
+                audience=list(audiences) if audiences is not None else None,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "iss", "sub", "jti"],
+                         "verify_aud": audiences is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated("token is not meant for this audience") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
+        allowed_issuers = {self.issuer} | {i for p in self.providers.values() for i in p.issuers}
+        if claims.get("iss") not in allowed_issuers:
+            raise Unauthenticated("token has an unknown issuer")
+        return claims
+
+    @hookimpl
+    def credenza_identify(self, request: IdentityRequest) -> Principal | None:
+        """Bearer access tokens from ``/oauth2/token`` identify their client."""
+        if request.bearer is None or request.bearer.count(".") != 2:
+            return None
+        claims = self.verify(request.bearer, audiences=self.api_audiences)
+        if claims.get("token_use") != "access":
+            raise Unauthenticated("this token is not an access token for this broker")
+        kind = claims.get("client_kind", "client")
+        return Principal(claims["sub"], source=NAME, kind=kind if kind in (
+            "user", "machine", "client", "service") else "client",
+            attributes={"token_id": claims["jti"], "scope": claims.get("scope", "")})
+
+    @hookimpl
+    def credenza_issuer(self) -> str:
+        return self.issuer
+
+    @hookimpl
+    def credenza_jwks(self) -> list[dict[str, Any]]:
+        return [key.jwk() for key in self.keyring.published()]
+
+    # -- key management -------------------------------------------------------------------------
+
+    def max_lifetime(self) -> int:
+        """The longest any token signed now can live: retiring keys stay published that long."""
+        return max([self.access_lifetime, *(p.max_lifetime for p in self.providers.values())])
+
+    @hookimpl
+    def credenza_commands(self, cli: click.Group) -> None:
+        @cli.group(name="jwt")
+        def jwt_group() -> None:
+            """JWT signing keys."""
+
+        @jwt_group.command(name="keys")
+        @click.argument("action", type=click.Choice(["list", "prepare", "rotate"]))
+        @click.option("--algorithm", type=click.Choice(ALGORITHMS), default="ES256",
+                      show_default=True)
+        def keys(action: str, algorithm: str) -> None:
+            """list the keys; prepare a next key (published, not signing); rotate (the next
+            key signs, the active one retires once its tokens have expired)."""
+            if action == "prepare":
+                self.keyring.prepare(algorithm)
+            elif action == "rotate":
+                self.keyring.rotate(algorithm, time.time() + self.max_lifetime() + self.leeway)
+            for key in self.keyring.published():
+                until = ""
+                if key.retire_after:
+                    moment = dt.datetime.fromtimestamp(key.retire_after, dt.UTC)
+                    until = f" until {moment:%Y-%m-%dT%H:%M:%SZ}"
+                click.echo(f"{key.kid}  {key.alg:<6} {key.state}{until}")

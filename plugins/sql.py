@@ -1,0 +1,268 @@
+"""Plugin ``sql``: the token store, on SQLAlchemy Core.
+
+Settings (``[plugins.sql]``):
+
+``url``
+    A SQLAlchemy URL. Default: a SQLite file ``tokens.sqlite3`` in the data directory (WAL, so
+    several broker processes on one host share it). ``postgresql+psycopg://...`` for several
+    replicas (install ``credenza[postgres]``); ``env:``/``file:`` references work, since the URL
+    usually holds a password.
+``purge_after_days``
+    Records that expired longer ago than this are deleted (default 30; 0 keeps them forever).
+
+The schema is versioned: each start applies the migrations it lacks, in one transaction, under an
+advisory lock on PostgreSQL so replicas starting together do not race. Timestamps are stored as
+epoch milliseconds, claims as JSON text; secrets never (the table of hashes maps SHA-256 digests
+of opaque secrets to their token).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from credenza.config import Config, Section
+from credenza.errors import ConfigError, Unavailable
+from credenza.health import HealthProbe
+from credenza.markers import hookimpl
+from credenza.models import UTC, Health, TokenQuery, TokenRecord, TokenStore
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Connection, Engine
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(f"plugin sql needs SQLAlchemy: pip install credenza ({exc})") from exc
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+schema_version = sa.Table(
+    "credenza_schema", metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+tokens = sa.Table(
+    "credenza_tokens", metadata,
+    sa.Column("token_id", sa.String(64), primary_key=True),
+    sa.Column("token_type", sa.String(32), nullable=False),
+    sa.Column("provider", sa.String(128), nullable=False),
+    sa.Column("consumer_type", sa.String(32), nullable=False),
+    sa.Column("consumer_id", sa.String(256), nullable=False),
+    sa.Column("creator_type", sa.String(32), nullable=False),
+    sa.Column("creator_id", sa.String(256), nullable=False),
+    sa.Column("issued_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=True),
+    sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+    sa.Column("claims", sa.Text, nullable=False),
+    sa.Index("credenza_tokens_consumer", "consumer_id", "provider", "token_id"),
+    sa.Index("credenza_tokens_provider", "provider", "token_id"),
+    sa.Index("credenza_tokens_expiry", "expires_at"),
+)
+secrets_table = sa.Table(
+    "credenza_token_secrets", metadata,
+    sa.Column("secret_hash", sa.LargeBinary(32), primary_key=True),
+    sa.Column("token_id", sa.String(64), sa.ForeignKey("credenza_tokens.token_id",
+                                                       ondelete="CASCADE"),
+              nullable=False, index=True),
+)
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[tokens, secrets_table])
+
+
+# Each migration brings the schema from its index to index + 1; append, never edit.
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+
+
+def _ms(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _moment(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _record(row: Any) -> TokenRecord:
+    return TokenRecord(
+        token_id=row.token_id, token_type=row.token_type, provider=row.provider,
+        consumer_type=row.consumer_type, consumer_id=row.consumer_id,
+        creator_type=row.creator_type, creator_id=row.creator_id,
+        issued_at=_moment(row.issued_at), expires_at=_moment(row.expires_at),
+        updated_at=_moment(row.updated_at), revoked=bool(row.revoked),
+        claims=json.loads(row.claims),
+    )
+
+
+class SqlTokenStore:
+    """The token store, and the plugin that provides it."""
+
+    def __init__(self, section: Section) -> None:
+        url = section.get_secret("url", None)
+        if url is None:
+            section.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            url = f"sqlite:///{section.data_dir / 'tokens.sqlite3'}"
+        self.purge_after = dt.timedelta(days=section.get_int("purge_after_days", 30, min=0,
+                                                             max=3650))
+        try:
+            self.engine = _engine(url)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise section.error("url", f"not a usable database URL: {exc}") from None
+        self.url = self.engine.url.render_as_string(hide_password=True)
+        self.health = HealthProbe("token store", self.ping)
+        self._migrated = False
+
+    # -- the plugin -----------------------------------------------------------------------------
+
+    @hookimpl
+    def credenza_token_store(self, config: Config) -> TokenStore:
+        self.migrate()
+        return self
+
+    @hookimpl
+    def credenza_health(self) -> list[Health]:
+        return [self.health()]
+
+    @hookimpl
+    def credenza_shutdown(self) -> None:
+        self.close()
+
+    # -- schema -----------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply the migrations this database lacks; returns the schema version."""
+        with self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274331)"))
+            metadata.create_all(conn, tables=[schema_version])
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+            current = current or 0
+            if current > len(MIGRATIONS):
+                raise ConfigError(f"the token store at {self.url} has schema version {current}; "
+                                  f"this credenza knows up to {len(MIGRATIONS)}: upgrade it")
+            for version in range(current, len(MIGRATIONS)):
+                MIGRATIONS[version](conn)
+                conn.execute(schema_version.insert().values(version=version + 1))
+                log.info("token store %s: migrated to schema version %d", self.url, version + 1)
+        self._migrated = True
+        return len(MIGRATIONS)
+
+    def _begin(self) -> Any:
+        try:
+            return self.engine.begin()
+        except sa.exc.OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: Exception) -> Unavailable:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else ""
+        return Unavailable(f"the token store at {self.url} is unavailable: "
+                           f"{type(getattr(exc, 'orig', exc)).__name__}: {reason}", retry_after=5)
+
+    def _run(self, work: Callable[[Connection], Any]) -> Any:
+        try:
+            with self.engine.begin() as conn:
+                return work(conn)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise self._unavailable(exc) from None
+
+    # -- TokenStore -----------------------------------------------------------------------------
+
+    def add(self, record: TokenRecord, secret_hashes: Iterable[bytes] = ()) -> None:
+        row = {
+            "token_id": record.token_id, "token_type": record.token_type,
+            "provider": record.provider, "consumer_type": record.consumer_type,
+            "consumer_id": record.consumer_id, "creator_type": record.creator_type,
+            "creator_id": record.creator_id, "issued_at": _ms(record.issued_at),
+            "expires_at": _ms(record.expires_at), "revoked": record.revoked,
+            "updated_at": _ms(record.updated_at) if record.updated_at else None,
+            "claims": json.dumps(dict(record.claims), separators=(",", ":")),
+        }
+        hashes = [{"secret_hash": digest, "token_id": record.token_id}
+                  for digest in secret_hashes]
+
+        def insert(conn: Connection) -> None:
+            conn.execute(tokens.insert().values(row))
+            if hashes:
+                conn.execute(secrets_table.insert(), hashes)
+
+        self._run(insert)
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        row = self._run(lambda conn: conn.execute(
+            sa.select(tokens).where(tokens.c.token_id == token_id)).first())
+        return _record(row) if row else None
+
+    def find(self, secret_hash: bytes) -> TokenRecord | None:
+        query = sa.select(tokens).join(secrets_table).where(
+            secrets_table.c.secret_hash == secret_hash)
+        row = self._run(lambda conn: conn.execute(query).first())
+        return _record(row) if row else None
+
+    def list(self, query: TokenQuery, max_results: int, after: str | None,
+             now: dt.datetime) -> tuple[list[TokenRecord], bool, int]:
+        conditions = [tokens.c.consumer_id == query.consumer_id,
+                      tokens.c.provider == query.provider]
+        if query.revoked is not None:
+            conditions.append(tokens.c.revoked == query.revoked)
+        if query.expired is not None:
+            conditions.append(tokens.c.expires_at <= _ms(now) if query.expired
+                              else tokens.c.expires_at > _ms(now))
+        page = sa.select(tokens).where(*conditions)
+        if after is not None:
+            page = page.where(tokens.c.token_id > after)
+        page = page.order_by(tokens.c.token_id).limit(max_results + 1)
+        count = sa.select(sa.func.count()).select_from(tokens).where(*conditions)
+
+        def read(conn: Connection) -> tuple[list[Any], int]:
+            return list(conn.execute(page)), conn.execute(count).scalar() or 0
+
+        rows, total = self._run(read)
+        return [_record(row) for row in rows[:max_results]], len(rows) > max_results, total
+
+    def token_ids(self, consumer_id: str, provider: str) -> list[str]:
+        query = sa.select(tokens.c.token_id).where(tokens.c.consumer_id == consumer_id,
+                                                   tokens.c.provider == provider)
+        return [row.token_id for row in self._run(lambda conn: conn.execute(query))]
+
+    def set_revoked(self, token_ids: Iterable[str], revoked: bool, at: dt.datetime) -> int:
+        ids = list(token_ids)
+        if not ids:
+            return 0
+        update = (tokens.update().where(tokens.c.token_id.in_(ids), tokens.c.revoked != revoked)
+                  .values(revoked=revoked, updated_at=_ms(at)))
+        return self._run(lambda conn: conn.execute(update).rowcount)
+
+    def purge(self, expired_before: dt.datetime) -> int:
+        cutoff = _ms(expired_before)
+        doomed = sa.select(tokens.c.token_id).where(tokens.c.expires_at < cutoff)
+
+        def delete(conn: Connection) -> int:
+            conn.execute(secrets_table.delete().where(secrets_table.c.token_id.in_(doomed)))
+            return conn.execute(tokens.delete().where(tokens.c.expires_at < cutoff)).rowcount
+
+        return self._run(delete)
+
+    def ping(self) -> None:
+        self._run(lambda conn: conn.execute(sa.text("SELECT 1")))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
