@@ -295,8 +295,9 @@ class Config:
 
     def ensure_data_dir(self) -> Path:
         """Create the data directory (mode 0700) if needed and return it."""
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return self.data_dir
+        from credenza.secrets import private_directory  # secrets stays free of config
+
+        return private_directory(self.data_dir)
 
 
 def _table(table: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:

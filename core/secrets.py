@@ -130,7 +130,7 @@ def new_token_id(prefix: str = "at") -> str:
 
 def key_file(path: Path, nbytes: int = 32) -> bytes:
     """A random key kept in ``path`` (mode 0600), made by whichever process gets there first."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -143,3 +143,16 @@ def key_file(path: Path, nbytes: int = 32) -> bytes:
     with os.fdopen(fd, "wb") as fh:
         fh.write(base64.b64encode(secrets.token_bytes(nbytes)))
     return base64.b64decode(path.read_bytes())
+
+
+def private_directory(path: Path) -> Path:
+    """``path`` as a directory, every level this creates being mode 0700 (``mkdir(parents=True)``
+    would give the parents the default mode)."""
+    missing = []
+    cursor = path
+    while not cursor.exists():
+        missing.append(cursor)
+        cursor = cursor.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    return path

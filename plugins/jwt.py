@@ -64,7 +64,7 @@ from credenza.models import (
     TokenSpec,
     utcnow,
 )
-from credenza.secrets import key_file, new_token_id
+from credenza.secrets import key_file, new_token_id, private_directory
 
 NAME = "jwt"
 ALGORITHMS = ("ES256", "RS256", "EdDSA")
@@ -139,16 +139,18 @@ class Keyring:
 
     RELOAD_CHECK_SECONDS = 5.0
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, algorithms: Iterable[str] = ("ES256",)) -> None:
         self.directory = directory
+        self.algorithms = frozenset(algorithms)
         self.index = directory / "keys.json"
+        self._ensured = False
         self._keys: dict[str, SigningKey] = {}
         self._loaded_mtime = -1.0
         self._checked = 0.0
         self._lock = threading.Lock()
 
     def _locked(self) -> Any:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_directory(self.directory)
         handle = open(self.directory / ".lock", "a")  # noqa: SIM115 - closed by the caller
         fcntl.flock(handle, fcntl.LOCK_EX)
         return handle
@@ -219,6 +221,11 @@ class Keyring:
         self._loaded_mtime = self.index.stat().st_mtime
 
     def _fresh(self) -> dict[str, SigningKey]:
+        if not self._ensured:  # keys are made on first use, not when the plugin is loaded
+            with self._lock:
+                if not self._ensured:
+                    self.ensure(self.algorithms)
+                    self._ensured = True
         now = time.monotonic()
         if now - self._checked > self.RELOAD_CHECK_SECONDS:
             with self._lock:
@@ -301,8 +308,8 @@ class Provider:
             identifier=identifier,
             issuers=section.get_list("issuers", (default_issuer,)),
             audiences=frozenset(section.get_list("audiences", ())),
-            default_lifetime=section.get_int("default_lifetime_seconds", 3600, min=60,
-                                             max=max_lifetime),
+            default_lifetime=section.get_int("default_lifetime_seconds", min(3600, max_lifetime),
+                                             min=60, max=max_lifetime),
             max_lifetime=max_lifetime,
             algorithm=section.get_str("algorithm", "ES256", choices=frozenset(ALGORITHMS)),
         )
@@ -315,8 +322,7 @@ class JwtIssuer:
 
     def __init__(self, section: Section) -> None:
         self.issuer = section.get_str("issuer", "urn:credenza:broker")
-        self.keyring = Keyring(section.get_path("key_dir", None)
-                               or section.data_dir / "jwt-keys")
+        key_dir = section.get_path("key_dir", None) or section.data_dir / "jwt-keys"
         configured = section.get_secret("short_token_key", None)
         self._short_key_file = section.data_dir / "short-token.key"
         self._short_key: bytes | None = configured.encode() if configured else None
@@ -335,8 +341,7 @@ class JwtIssuer:
             for audience in provider.audiences:
                 if self._reserved(audience):
                     raise providers.error(name, f"audience {audience!r} uses a reserved prefix")
-        algorithms = {p.algorithm for p in self.providers.values()} | {"ES256"}
-        self.keyring.ensure(algorithms)
+        self.keyring = Keyring(key_dir, {p.algorithm for p in self.providers.values()} | {"ES256"})
 
     def _reserved(self, audience: str) -> bool:
         return any(audience.startswith(prefix) for prefix in self.reserved)

@@ -29,6 +29,7 @@ from credenza.errors import ConfigError, Unavailable
 from credenza.health import HealthProbe
 from credenza.markers import hookimpl
 from credenza.models import UTC, Health, TokenQuery, TokenRecord, TokenStore
+from credenza.secrets import private_directory
 
 try:
     import sqlalchemy as sa
@@ -103,7 +104,7 @@ class SqlTokenStore:
     def __init__(self, section: Section) -> None:
         url = section.get_secret("url", None)
         if url is None:
-            section.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_directory(section.data_dir)
             url = f"sqlite:///{section.data_dir / 'tokens.sqlite3'}"
         self.purge_after = dt.timedelta(days=section.get_int("purge_after_days", 30, min=0,
                                                              max=3650))

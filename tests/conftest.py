@@ -19,7 +19,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.aws_fixtures", "tests.ldap_fixtures"]
+pytest_plugins = ["tests.aws_fixtures", "tests.ldap_fixtures", "tests.pg_fixtures"]
 
 # boto3 in the tests and in the servers they start: no real AWS, no metadata probing, no profile.
 os.environ.update({
@@ -67,7 +67,9 @@ def running_server(
     """Start ``credenza [args] serve --bind 127.0.0.1:PORT`` and wait until /status answers."""
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
-    full_env = {**os.environ, **(env or {})}
+    # gunicorn 27's gthread worker now and then waits its whole graceful_timeout on SIGTERM for
+    # a connection it still counts; 5 s keeps every stop inside the tests' wait.
+    full_env = {**os.environ, "CREDENZA__SERVER__GRACEFUL_TIMEOUT": "5", **(env or {})}
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "credenza", *args, "serve", "--bind", f"127.0.0.1:{port}"],

@@ -132,7 +132,7 @@ def test_secret_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_embedded_default_and_config_env(tmp_path: Path) -> None:
     default = Config.load(None, {})
     assert default.source == EMBEDDED_SOURCE
-    assert default.plugins == ("environ",)
+    assert default.plugins == ("environ", "jwt", "sql")
     path = write(tmp_path, "[credenza]\nplugins = []\n")
     assert Config.load(None, {"CREDENZA_CONFIG": str(path)}).source == str(path)
 

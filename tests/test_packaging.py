@@ -38,7 +38,7 @@ def test_editable_install_imports_from_outside_the_repo(tmp_path: Path) -> None:
     assert found["credenza"] == str(ROOT / "core" / "__init__.py")
     assert found["environ"] == str(ROOT / "plugins" / "environ.py")
     assert found["entry_points"] == ["credenza.plugins.environ:EnvironIdentity"]
-    assert found["default_plugins"] == ["environ"]
+    assert found["default_plugins"] == ["environ", "jwt", "sql"]
 
 
 def test_built_wheel_installs_and_imports_from_outside_the_repo(tmp_path: Path) -> None:
@@ -61,4 +61,4 @@ def test_built_wheel_installs_and_imports_from_outside_the_repo(tmp_path: Path) 
     assert found["credenza"] == str(target / "credenza" / "__init__.py")
     assert found["environ"] == str(target / "credenza" / "plugins" / "environ.py")
     assert found["entry_points"] == ["credenza.plugins.environ:EnvironIdentity"]
-    assert found["default_plugins"] == ["environ"]
+    assert found["default_plugins"] == ["environ", "jwt", "sql"]

@@ -18,7 +18,11 @@ def test_embedded_default_serves_status_and_stops_cleanly_on_sigterm(tmp_path: P
     with running_server(tmp_path, [], {**env, **env_without_config}) as server:
         response = requests.get(server.url + "/status", timeout=5)
         assert response.status_code == 200
-        assert response.json()["plugins"] == ["environ"]
+        assert response.json()["plugins"] == ["environ", "jwt", "sql"]
+        assert response.json()["checks"] == [{"component": "token store", "ok": True,
+                                              "detail": "OK"}]
+        keys = requests.get(server.url + "/.well-known/jwks.json", timeout=5).json()["keys"]
+        assert [key["alg"] for key in keys] == ["ES256"]
         whoami = requests.get(server.url + "/v1/whoami", timeout=5)
         assert whoami.status_code == 401
         assert whoami.headers["Content-Type"] == "application/problem+json"

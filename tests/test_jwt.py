@@ -1,0 +1,220 @@
+"""JWTs: verifiable by plain PyJWT from the published JWKS, rotation, and the attacks that must
+fail."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from werkzeug.test import Client
+
+from credenza import hookimpl
+from credenza.broker import Broker
+from credenza.errors import Unauthenticated
+from credenza.models import Grant, Principal, TokenSpec
+from credenza.wsgi import make_app
+
+AUDIENCE = "https://api.example.com"
+ISSUER = "https://credenza.test"
+
+
+class Grants:
+    @hookimpl
+    def credenza_grants(self, principal):
+        grants = [Grant("token", "build-bot"), Grant("token", "rsa-bot"),
+                  Grant("token", "ed-bot")]
+        if principal.name == "root":
+            grants.append(Grant("admin", "*"))
+        return grants
+
+
+def make_broker(tmp_path: Path) -> Broker:
+    providers = {name: {"audiences": [AUDIENCE], "algorithm": alg, "max_lifetime_seconds": 600}
+                 for name, alg in (("build-bot", "ES256"), ("rsa-bot", "RS256"),
+                                   ("ed-bot", "EdDSA"))}
+    return Broker.from_config({
+        "credenza": {"plugins": ["jwt", "sql"], "data_dir": str(tmp_path / "data")},
+        "plugins": {"jwt": {"issuer": ISSUER, "providers": providers}, "sql": {}},
+    }, plugins=[Grants()])
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Broker:
+    return make_broker(tmp_path)
+
+
+def issuer_of(broker: Broker) -> Any:
+    return broker.plugin_manager.get_plugin("jwt")
+
+
+CI = Principal("ci", source="test", kind="client")
+
+
+def issue(broker: Broker, provider: str = "build-bot", **kwargs: Any):
+    return broker.issue_token(CI, TokenSpec(provider, "job", [AUDIENCE], **kwargs))
+
+
+def verify_with_jwks_only(client: Client, token: str) -> dict[str, Any]:
+    """What any relying party does: fetch the JWKS, pick the key by kid, verify."""
+    jwks = pyjwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
+    kid = pyjwt.get_unverified_header(token)["kid"]
+    key = next(k for k in jwks.keys if k.key_id == kid)
+    return pyjwt.decode(token, key.key, algorithms=[key.algorithm_name], audience=AUDIENCE,
+                        issuer=ISSUER)
+
+
+@pytest.mark.parametrize(("provider", "alg"), [("build-bot", "ES256"), ("rsa-bot", "RS256"),
+                                                ("ed-bot", "EdDSA")])
+def test_plain_pyjwt_verifies_with_the_published_jwks(broker: Broker, provider: str,
+                                                      alg: str) -> None:
+    token = issue(broker, provider)
+    assert pyjwt.get_unverified_header(token.value)["alg"] == alg
+    claims = verify_with_jwks_only(Client(make_app(broker)), token.value)
+    assert claims["jti"] == token.record.token_id and claims["sub"] == "job"
+
+
+def test_rotation_keeps_older_tokens_valid_until_their_key_retires(broker: Broker,
+                                                                   tmp_path: Path) -> None:
+    client = Client(make_app(broker))
+    keyring = issuer_of(broker).keyring
+    keyring.RELOAD_CHECK_SECONDS = 0
+    before = issue(broker)
+    old_kid = pyjwt.get_unverified_header(before.value)["kid"]
+    prepared = keyring.prepare("ES256")
+    kids = {k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]}
+    assert {old_kid, prepared.kid} <= kids  # published before it signs anything
+    assert pyjwt.get_unverified_header(issue(broker).value)["kid"] == old_kid
+    keyring.rotate("ES256", retire_after=time.time() + 600)
+    after = issue(broker)
+    assert pyjwt.get_unverified_header(after.value)["kid"] == prepared.kid
+    assert broker.validate_token(before.value)
+    assert verify_with_jwks_only(client, before.value)["jti"] == before.record.token_id
+    # Another process sharing the key directory sees the rotation.
+    other = make_broker(tmp_path)
+    assert other.validate_token(after.value) and other.validate_token(before.value)
+    # Once the retiring key's time is up (here: its retire_after moved into the past, as time
+    # passing would), it is gone from the JWKS and verifies nothing.
+    index = json.loads(keyring.index.read_text())
+    index[old_kid]["retire_after"] = time.time() - 1
+    keyring.index.write_text(json.dumps(index))
+    os.utime(keyring.index, (time.time() + 5, time.time() + 5))
+    assert old_kid not in {k["kid"] for k in client.get("/.well-known/jwks.json")
+                           .get_json()["keys"]}
+    assert not broker.validate_token(before.value)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _forge(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    head = _b64(json.dumps(header).encode())
+    body = _b64(json.dumps(claims).encode())
+    return f"{head}.{body}.{_b64(signature)}"
+
+
+def test_forgeries_and_invalid_tokens_are_rejected(broker: Broker) -> None:
+    jwt_plugin = issuer_of(broker)
+    real = issue(broker)
+    header = pyjwt.get_unverified_header(real.value)
+    claims = pyjwt.decode(real.value, options={"verify_signature": False})
+    active = jwt_plugin.keyring.active("ES256")
+    public_pem = active.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    signing_input = real.value.rsplit(".", 1)[0].encode()
+    now = int(time.time())
+    stranger = ec.generate_private_key(ec.SECP256R1())
+
+    def signed(**changes: Any) -> str:
+        return pyjwt.encode({**claims, **changes}, active.private, algorithm="ES256",
+                            headers={"kid": active.kid})
+
+    head, _body, sig = real.value.split(".")
+    tampered_body = _b64(json.dumps({**claims, "sub": "root"}).encode())
+    attacks = {
+        "alg none": _forge({"alg": "none", "kid": active.kid, "typ": "JWT"}, claims),
+        "HS256 with the public key": _forge(
+            {**header, "alg": "HS256"}, claims,
+            hmac.new(public_pem, signing_input, hashlib.sha256).digest()),
+        "unknown kid": pyjwt.encode(claims, stranger, algorithm="ES256",
+                                    headers={"kid": "not-a-key"}),
+        "right kid, wrong key": pyjwt.encode(claims, stranger, algorithm="ES256",
+                                             headers={"kid": active.kid}),
+        "tampered payload": f"{head}.{tampered_body}.{sig}",
+        "expired": signed(exp=now - 120, iat=now - 720, nbf=now - 720),
+        "not yet valid": signed(nbf=now + 600, exp=now + 1200),
+        "unknown issuer": signed(iss="https://evil.test"),
+        "oversized": signed(padding="x" * 9000),
+        "garbage": "a.b.c",
+    }
+    expected = {
+        "alg none": "invalid token: InvalidAlgorithmError",
+        "expired": "token has expired", "not yet valid": "token is not valid yet",
+        "unknown issuer": "token has an unknown issuer", "oversized": "longer than 8192 bytes",
+        "unknown kid": "unknown key", "garbage": "malformed token",
+    }
+    for name, token in attacks.items():
+        assert not broker.validate_token(token), name
+        with pytest.raises(Unauthenticated) as info:
+            jwt_plugin.verify(token)
+        if name in expected:
+            assert expected[name] in info.value.detail, (name, info.value.detail)
+    with pytest.raises(Unauthenticated, match="not meant for this audience"):
+        jwt_plugin.verify(real.value, audiences=["https://other.example.com"])
+    assert broker.validate_token(real.value)  # the genuine one still is
+
+
+def test_registered_claims_cannot_be_overridden(broker: Broker) -> None:
+    from credenza.errors import BadRequest
+
+    for claim in ("iss", "sub", "aud", "exp", "nbf", "iat", "jti"):
+        with pytest.raises(BadRequest, match=f"cannot set registered claims: {claim}"):
+            issue(broker, custom_claims={claim: "x"})
+
+
+def test_short_tokens_stand_for_their_token_and_cannot_be_guessed(broker: Broker) -> None:
+    token = issue(broker, include_short_token=True)
+    short = token.short_token
+    assert broker.validate_token(short)
+    assert broker.obtain_by_short_token(short).record.token_id == token.record.token_id
+    token_id, mac = short[3:].rsplit(".", 1)
+    other_last = "B" if mac[-1] == "A" else "A"  # always a different character
+    for forged in (f"st_{token_id}.{mac[:-1]}{other_last}", f"st_{token_id}x.{mac}", "st_",
+                   "st_.x"):
+        assert not broker.validate_token(forged)
+        with pytest.raises(Unauthenticated, match="invalid derived short token"):
+            broker.obtain_by_short_token(forged)
+
+
+def test_a_revoked_access_token_no_longer_identifies(broker: Broker) -> None:
+    access = broker.issue_access_token(CI, frozenset({"urn:cloud:idaas:pam"}), "x")
+    client = Client(make_app(broker))
+    auth = {"Authorization": f"Bearer {access.value}"}
+    assert client.get("/v1/whoami", headers=auth).get_json()["name"] == "ci"
+    broker.revoke_token(Principal("root", source="test"), access.value)
+    refused = client.get("/v1/whoami", headers=auth)
+    assert refused.status_code == 401
+    assert refused.get_json()["detail"] == "the access token has been revoked"
+    provider_token = issue(broker)  # a provider JWT is not an access token for this broker
+    assert client.get("/v1/whoami", headers={
+        "Authorization": f"Bearer {provider_token.value}"}).status_code == 401
+
+
+def test_key_files_are_private(broker: Broker, tmp_path: Path) -> None:
+    issue(broker, include_short_token=True)  # the short-token key is made on first use
+    key_dir = tmp_path / "data" / "jwt-keys"
+    pems = list(key_dir.glob("*.pem"))
+    assert len(pems) == 3  # one per algorithm in use
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in pems)
+    assert (key_dir / "keys.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "data" / "short-token.key").stat().st_mode & 0o777 == 0o600

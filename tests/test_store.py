@@ -1,0 +1,173 @@
+"""The token store suite, run against SQLite (the embedded default) and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from credenza.config import Config
+from credenza.errors import ConfigError, Unavailable
+from credenza.models import TokenQuery, TokenRecord, utcnow
+from credenza.plugins.sql import SqlTokenStore, schema_version
+from credenza.secrets import new_token_id
+from tests.pg_fixtures import Postgres
+
+
+def make_store(url: str | None, data_dir: Path) -> SqlTokenStore:
+    table = {"credenza": {"data_dir": str(data_dir)}, "plugins": {"sql": {"url": url} if url
+                                                                   else {}}}
+    config = Config.from_mapping(table)
+    store = SqlTokenStore(config.section("sql"))
+    store.credenza_token_store(config)
+    return store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str | None, Path]]:
+    if request.param == "postgresql":
+        postgres: Postgres = request.getfixturevalue("postgres")
+        yield postgres.database(), tmp_path
+    else:
+        yield None, tmp_path  # the default: a SQLite file in the data directory
+
+
+@pytest.fixture
+def store(backend: tuple[str | None, Path]) -> Iterator[SqlTokenStore]:
+    made = make_store(*backend)
+    yield made
+    made.close()
+
+
+def record(consumer: str = "app", provider: str = "bot", minutes: int = 60,
+           revoked: bool = False) -> TokenRecord:
+    now = utcnow().replace(microsecond=0)
+    return TokenRecord(new_token_id(), "jwt", provider, "application", consumer, "client",
+                       consumer, now, now + dt.timedelta(minutes=minutes),
+                       claims={"sub": "s", "aud": ["a"], "n": 1}, revoked=revoked)
+
+
+def test_add_get_and_find_by_secret_hash(store: SqlTokenStore) -> None:
+    first = record()
+    digest = hashlib.sha256(b"opaque secret").digest()
+    store.add(first, [digest])
+    assert store.get(first.token_id) == first
+    assert dict(store.get(first.token_id).claims) == {"sub": "s", "aud": ["a"], "n": 1}
+    assert store.find(digest) == first
+    assert store.find(hashlib.sha256(b"other").digest()) is None
+    assert store.get("at_missing") is None
+
+
+def test_keyset_pages_filters_and_totals(store: SqlTokenStore) -> None:
+    mine = [record() for _ in range(7)]
+    revoked = [record(revoked=True) for _ in range(2)]
+    expired = [record(minutes=-5)]
+    for item in [*mine, *revoked, *expired, record(consumer="other"), record(provider="x")]:
+        store.add(item)
+    now = utcnow()
+    everything = TokenQuery("app", "bot")
+    seen, after = [], None
+    while True:
+        page, more, total = store.list(everything, 4, after, now)
+        seen.extend(page)
+        assert total == 10
+        if not more:
+            break
+        after = page[-1].token_id
+    assert [r.token_id for r in seen] == sorted(r.token_id for r in [*mine, *revoked, *expired])
+    live = store.list(TokenQuery("app", "bot", revoked=False, expired=False), 50, None, now)
+    assert {r.token_id for r in live[0]} == {r.token_id for r in mine} and live[2] == 7
+    assert store.list(TokenQuery("app", "bot", revoked=True), 50, None, now)[2] == 2
+    assert store.list(TokenQuery("app", "bot", expired=True), 50, None, now)[0] == expired
+
+
+def test_revocation_by_id_and_by_consumer(store: SqlTokenStore) -> None:
+    items = [record() for _ in range(3)]
+    for item in items:
+        store.add(item)
+    at = utcnow()
+    assert store.set_revoked([items[0].token_id], True, at) == 1
+    assert store.set_revoked([items[0].token_id], True, at) == 0  # already revoked
+    assert store.get(items[0].token_id).revoked
+    assert store.get(items[0].token_id).updated_at is not None
+    assert sorted(store.token_ids("app", "bot")) == sorted(i.token_id for i in items)
+    assert store.set_revoked(store.token_ids("app", "bot"), True, at) == 2
+    assert store.set_revoked(store.token_ids("app", "bot"), False, at) == 3
+
+
+def test_purge_removes_only_long_expired_records(store: SqlTokenStore) -> None:
+    old, recent, live = record(minutes=-60 * 24 * 40), record(minutes=-5), record()
+    for item in (old, recent, live):
+        store.add(item, [hashlib.sha256(item.token_id.encode()).digest()])
+    assert store.purge(utcnow() - dt.timedelta(days=30)) == 1
+    assert store.get(old.token_id) is None
+    assert store.find(hashlib.sha256(old.token_id.encode()).digest()) is None
+    assert store.get(recent.token_id) and store.get(live.token_id)
+
+
+def test_schema_is_versioned_and_migrations_are_idempotent(
+        backend: tuple[str | None, Path]) -> None:
+    first = make_store(*backend)
+    first.add(record())
+    assert first.migrate() == 1
+    second = make_store(*backend)  # a second replica or a restart: nothing to do, nothing lost
+    assert len(second.token_ids("app", "bot")) == 1
+    with second.engine.begin() as conn:
+        conn.execute(schema_version.insert().values(version=99))
+    with pytest.raises(ConfigError, match="has schema version 99; this credenza knows up to 1"):
+        second.migrate()
+    first.close()
+    second.close()
+
+
+def test_concurrent_writers_lose_nothing(backend: tuple[str | None, Path]) -> None:
+    stores = [make_store(*backend) for _ in range(2)]  # two processes' engines on one database
+    errors: list[Exception] = []
+
+    def write(store: SqlTokenStore) -> None:
+        try:
+            for _ in range(25):
+                store.add(record())
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in stores for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(stores[0].token_ids("app", "bot")) == 100
+    for store in stores:
+        store.close()
+
+
+def test_sqlite_is_wal_in_the_data_directory(tmp_path: Path) -> None:
+    store = make_store(None, tmp_path)
+    assert (tmp_path / "tokens.sqlite3").exists()
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+    store.close()
+
+
+def test_postgres_down_is_503_and_comes_back(postgres: Postgres, tmp_path: Path) -> None:
+    store = make_store(postgres.database(), tmp_path)
+    item = record()
+    store.add(item)
+    postgres.stop()
+    try:
+        with pytest.raises(Unavailable, match=r"the token store at postgresql\+psycopg://"
+                                              r"postgres@127\.0\.0\.1:\d+/t\d+ is unavailable"):
+            store.get(item.token_id)
+        assert not store.health().ok
+    finally:
+        postgres.pg_ctl("start", "-l", str(postgres.directory / "log"), "-o",
+                        f"-c listen_addresses=127.0.0.1 -p {postgres.port} "
+                        f"-k {postgres.directory} -c fsync=off")
+    assert store.get(item.token_id) == item  # the pool reconnects by itself
+    store.close()
