@@ -15,8 +15,6 @@ import logging
 import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import requests
@@ -25,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from moto.server import ThreadedMotoServer
 
+from benchmarks.loadgen import concurrently
 from credenza.secrets import hash_password, new_api_key
 from tests.aws_fixtures import FakeSignin, FaultProxy, write_aws_config
 from tests.conftest import running_server
@@ -34,36 +33,14 @@ AUTH = ("alice", "PASSWORD")
 
 def load(url: str, total: int, clients: int,
          auth: tuple[str, str] | None = AUTH) -> tuple[float, list[float]]:
-    """Send ``total`` requests from ``clients`` threads; return (seconds, latencies)."""
-    latencies: list[float] = []
-    failures: list[str] = []
-    lock = threading.Lock()
-    per_client = total // clients
+    """Send ``total`` GETs to ``url`` from ``clients`` threads; return (seconds, latencies)."""
 
-    def client() -> None:
-        session = requests.Session()
-        session.auth = auth
-        mine = []
-        for _ in range(per_client):
-            started = time.perf_counter()
-            response = session.get(url, timeout=30)
-            mine.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                with lock:
-                    failures.append(f"{url}: {response.status_code} {response.text[:300]}")
-                return
-        with lock:
-            latencies.extend(mine)
+    def get(session: requests.Session) -> str | None:
+        response = session.get(url, auth=auth, timeout=30)
+        return None if response.status_code == 200 else (
+            f"{url}: {response.status_code} {response.text[:300]}")
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:  # a benchmark of failing requests measures nothing
-        raise SystemExit(f"{len(failures)} clients failed; first: {failures[0]}")
-    return time.perf_counter() - started, latencies
+    return concurrently(total, clients, get)
 
 
 def run(label: str, cache: str, args: argparse.Namespace, proxy: FaultProxy,

@@ -24,11 +24,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import click
+
 from credenza.config import Config, Section
 from credenza.errors import ConfigError, Unavailable
 from credenza.health import HealthProbe
 from credenza.markers import hookimpl
-from credenza.models import UTC, Health, TokenQuery, TokenRecord, TokenStore
+from credenza.models import UTC, Health, TokenQuery, TokenRecord, TokenStore, utcnow
 from credenza.secrets import private_directory
 
 try:
@@ -121,7 +123,26 @@ class SqlTokenStore:
     @hookimpl
     def credenza_token_store(self, config: Config) -> TokenStore:
         self.migrate()
+        self.purge_expired()
         return self
+
+    @hookimpl
+    def credenza_commands(self, cli: click.Group) -> None:
+        @cli.group(name="tokens")
+        def tokens_group() -> None:
+            """The token store."""
+
+        @tokens_group.command(name="purge")
+        def purge_command() -> None:
+            """Delete records that expired more than purge_after_days ago."""
+            self.migrate()
+            click.echo(f"purged {self.purge_expired()} expired token records from {self.url}")
+
+    def purge_expired(self) -> int:
+        """Delete records expired longer than ``purge_after_days`` ago (0: keep them all)."""
+        if not self.purge_after:
+            return 0
+        return self.purge(utcnow() - self.purge_after)
 
     @hookimpl
     def credenza_health(self) -> list[Health]:

@@ -171,3 +171,23 @@ def test_postgres_down_is_503_and_comes_back(postgres: Postgres, tmp_path: Path)
                         f"-k {postgres.directory} -c fsync=off")
     assert store.get(item.token_id) == item  # the pool reconnects by itself
     store.close()
+
+
+def test_purge_runs_at_start_and_from_the_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store = make_store(None, tmp_path)
+    old = record(minutes=-60 * 24 * 40)
+    store.add(old)
+    store.close()
+    assert make_store(None, tmp_path).get(old.token_id) is None  # purged when it started
+    again = make_store(None, tmp_path)
+    again.add(record(minutes=-60 * 24 * 40))
+    again.close()
+    config = tmp_path / "c.toml"
+    config.write_text(f"[credenza]\nplugins = ['sql']\ndata_dir = '{tmp_path}'\n")
+    result = subprocess.run([sys.executable, "-m", "credenza", "--config", str(config), "tokens",
+                             "purge"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("purged 1 expired token records from sqlite:///")
