@@ -35,9 +35,16 @@ class PamClient:
 
     def __call__(self, method: str, **kwargs: Any) -> Any:
         assert self.process.stdin and self.process.stdout
-        self.process.stdin.write(json.dumps({"method": method, "kwargs": kwargs}) + "\n")
-        self.process.stdin.flush()
-        answer = json.loads(self.process.stdout.readline())
+        try:
+            self.process.stdin.write(json.dumps({"method": method, "kwargs": kwargs}) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            raise AssertionError(f"the client process exited ({self.process.poll()}); its "
+                                 "stderr is in the captured output")
+        answer = json.loads(line)
         if "error" in answer:
             raise ClientFailed(answer["error"], answer["message"])
         return answer["result"]
