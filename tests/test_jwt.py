@@ -20,8 +20,9 @@ from werkzeug.test import Client
 
 from credenza import hookimpl
 from credenza.broker import Broker
-from credenza.errors import Unauthenticated
+from credenza.errors import Conflict, Forbidden, Unauthenticated
 from credenza.models import Grant, Principal, TokenSpec
+from credenza.plugins.sql import tokens
 from credenza.wsgi import make_app
 
 AUDIENCE = "https://api.example.com"
@@ -218,3 +219,35 @@ def test_key_files_are_private(broker: Broker, tmp_path: Path) -> None:
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in pems)
     assert (key_dir / "keys.json").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "data" / "short-token.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_revocation_and_reinstatement_are_audited(tmp_path: Path) -> None:
+    heard: list[Any] = []
+
+    class Audit:
+        @hookimpl
+        def credenza_revoked(self, event):
+            heard.append(event)
+
+    providers = {"build-bot": {"audiences": [AUDIENCE]}}
+    broker = Broker.from_config({
+        "credenza": {"plugins": ["jwt", "sql"], "data_dir": str(tmp_path / "data")},
+        "plugins": {"jwt": {"issuer": ISSUER, "providers": providers}, "sql": {}},
+    }, plugins=[Grants(), Audit()])
+    token = issue(broker)
+    root = Principal("root", source="test")
+    broker.revoke_token(CI, token.value)
+    broker.reinstate_token(root, token.value)
+    assert [(e.actor.name, e.token_ids, e.reinstated) for e in heard] == [
+        ("ci", (token.record.token_id,), False), ("root", (token.record.token_id,), True)]
+    with pytest.raises(Forbidden, match="ci has no grant for admin build-bot"):
+        broker.reinstate_token(CI, token.value)  # reinstating is for admins only
+    # The JWT still verifies; its record says it expired (as time passing would make it).
+    expired = issue(broker)
+    broker.revoke_token(CI, expired.value)
+    with broker.store.engine.begin() as conn:
+        conn.execute(tokens.update().values(expires_at=0)
+                     .where(tokens.c.token_id == expired.record.token_id))
+    with pytest.raises(Conflict, match="has expired and cannot be reinstated"):
+        broker.reinstate_token(root, expired.value)
+    assert broker.reinstate_consumer(root, "ci", "build-bot") == 0  # expired ones stay revoked
