@@ -259,6 +259,33 @@ class Broker:
                          custom_claims={"scope": scope}, consumer_type="application")
         return self._issue_and_record(principal, spec)
 
+    def refresh_token(self, token: str, provider: str) -> IssuedToken:
+        """A new token with the claims of a still-valid, unrevoked one of ``provider``, for the
+        same consumer, if that consumer still holds the grant.
+
+        :raises Unauthenticated: the token is not a live token of ``provider``.
+        :raises Forbidden: it was made from an API key (such tokens are not refreshable), or
+            the grant is gone.
+        """
+        record = self.token_record(token)
+        if (record is None or record.provider != provider or record.revoked
+                or record.expired()):
+            raise Unauthenticated("the token is not a valid, unrevoked token of this API",
+                                  challenges=self._challenges())
+        if record.claims.get("origin") == "api-key":
+            raise Forbidden("a token created with an API key cannot be refreshed; create a new "
+                            "one with the key")
+        consumer = self.enrich(Principal(record.consumer_id, source="refresh",
+                                         kind=record.creator_type))
+        registered = {"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
+        spec = TokenSpec(provider, str(record.claims["sub"]),
+                         frozenset(record.claims.get("aud") or ()),
+                         issuer=str(record.claims["iss"]),
+                         custom_claims={k: v for k, v in record.claims.items()
+                                        if k not in registered},
+                         consumer_type=record.consumer_type, consumer_id=record.consumer_id)
+        return self.issue_token(consumer, spec)
+
     def token_record(self, token: str) -> TokenRecord | None:
         """The record of a token this broker issued (a JWT or a derived short token), or None
         when the token is not one, does not verify, or was forgotten."""

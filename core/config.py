@@ -171,6 +171,10 @@ class ServerSettings:
     imds_v1: bool = False
     # The instance id of the IDaaS PAM compatible API (/v2/{instanceId}/...).
     idaas_instance_id: str = "credenza"
+    # The ICA compatible token API: the credential provider its tokens come from, and their
+    # audience.
+    ica_token_provider: str = "ica"  # noqa: S105 - a provider name
+    ica_audience: str = "ica"
 
     @classmethod
     def from_section(cls, section: Section) -> ServerSettings:
@@ -193,6 +197,9 @@ class ServerSettings:
             imds_token_key=section.get_secret("imds_token_key", None),
             imds_v1=section.get_bool("imds_v1", defaults.imds_v1),
             idaas_instance_id=section.get_str("idaas_instance_id", defaults.idaas_instance_id),
+            ica_token_provider=section.get_str("ica_token_provider",
+                                               defaults.ica_token_provider),
+            ica_audience=section.get_str("ica_audience", defaults.ica_audience),
         )
         if (settings.certfile is None) != (settings.keyfile is None):
             raise section.error("certfile", "TLS needs both certfile and keyfile")
