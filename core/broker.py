@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from credenza.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    InvalidGrant,
     NotConfigured,
     NotFound,
     Unauthenticated,
@@ -30,6 +32,8 @@ from credenza.errors import (
 from credenza.loader import PluginManager, load_plugins
 from credenza.models import (
     ACCESS_TOKEN_PROVIDER,
+    REFRESH_TOKEN_LIFETIME,
+    REFRESH_TOKEN_PROVIDER,
     WILDCARD,
     Account,
     AwsCredentials,
@@ -49,6 +53,7 @@ from credenza.models import (
     TokenStore,
     utcnow,
 )
+from credenza.secrets import new_token_id
 
 log = logging.getLogger(__name__)
 
@@ -253,11 +258,77 @@ class Broker:
         return self._issue_and_record(principal, spec)
 
     def issue_access_token(self, principal: Principal, audiences: frozenset[str],
-                           scope: str) -> IssuedToken:
-        """An OAuth access token for this broker's own API (``/oauth2/token``)."""
+                           scope: str, family: str | None = None) -> IssuedToken:
+        """An OAuth access token for this broker's own API (``/oauth2/token``); ``family``
+        ties it to the refresh tokens it was issued with."""
+        claims = {"scope": scope, **({"family": family} if family else {})}
         spec = TokenSpec(ACCESS_TOKEN_PROVIDER, principal.name, audiences,
-                         custom_claims={"scope": scope}, consumer_type="application")
+                         custom_claims=claims, consumer_type="application")
         return self._issue_and_record(principal, spec)
+
+    def issue_refresh_token(self, principal: Principal, audiences: frozenset[str], scope: str,
+                            family: str | None = None) -> tuple[str, str]:
+        """A new opaque refresh token (stored only as its SHA-256) and its family id."""
+        store = self._token_store()
+        family = family or secrets.token_hex(12)
+        token_id = new_token_id("rt")
+        value = f"{token_id}.{secrets.token_urlsafe(32)}"
+        now = utcnow().replace(microsecond=0)
+        store.add(TokenRecord(
+            token_id=token_id, token_type="refresh_token",  # noqa: S106 - a kind of token
+            provider=REFRESH_TOKEN_PROVIDER,
+            consumer_type="application", consumer_id=principal.name,
+            creator_type=principal.kind, creator_id=principal.name, issued_at=now,
+            expires_at=now + REFRESH_TOKEN_LIFETIME,
+            claims={"family": family, "scope": scope, "aud": sorted(audiences)},
+        ), [hashlib.sha256(value.encode()).digest()])
+        return value, family
+
+    def refresh_access_token(self, principal: Principal,
+                             refresh_token: str) -> tuple[IssuedToken, str]:
+        """Rotate: the refresh token is spent, a new access and refresh token come back.
+
+        A refresh token used a second time means a copy is in someone else's hands: the whole
+        family (every refresh and access token descended from the same grant) is revoked.
+
+        :raises InvalidGrant: unknown, another client's, expired, revoked or reused.
+        """
+        store = self._token_store()
+        record = store.find(hashlib.sha256(refresh_token.encode()).digest())
+        if (record is None or record.provider != REFRESH_TOKEN_PROVIDER
+                or record.consumer_id != principal.name):
+            raise InvalidGrant("the refresh token is not valid for this client")
+        family = str(record.claims["family"])
+        spent = not record.revoked and store.set_revoked([record.token_id], True, utcnow()) == 1
+        if not spent:  # revoked already: used before, or raced by a copy being used right now
+            revoked = self.revoke_family(principal, record.consumer_id, family)
+            raise InvalidGrant(f"the refresh token was already used: its family ({revoked} "
+                               "tokens) is revoked")
+        if record.expired():
+            raise InvalidGrant("the refresh token has expired")
+        audiences = frozenset(record.claims.get("aud") or ())
+        scope = str(record.claims.get("scope", ""))
+        access = self.issue_access_token(principal, audiences, scope, family)
+        new_refresh, _ = self.issue_refresh_token(principal, audiences, scope, family)
+        return access, new_refresh
+
+    def revoke_family(self, actor: Principal, consumer_id: str, family: str) -> int:
+        """Revoke every refresh and access token of one grant family."""
+        store = self._token_store()
+        ids = [token_id
+               for provider in (REFRESH_TOKEN_PROVIDER, ACCESS_TOKEN_PROVIDER)
+               for token_id in store.token_ids(consumer_id, provider)
+               if (record := store.get(token_id)) is not None
+               and record.claims.get("family") == family]
+        self._set_revoked(actor, ids, revoked=True)
+        return len(ids)
+
+    def any_token_record(self, token: str) -> TokenRecord | None:
+        """The record of a signed token or of an opaque refresh token, or None."""
+        record = self.token_record(token)
+        if record is None and self.store is not None and token.startswith("rt_"):
+            record = self.store.find(hashlib.sha256(token.encode()).digest())
+        return record
 
     def refresh_token(self, token: str, provider: str) -> IssuedToken:
         """A new token with the claims of a still-valid, unrevoked one of ``provider``, for the
@@ -302,8 +373,11 @@ class Broker:
         record = self.token_record(token)
         return record is not None and not record.revoked and not record.expired()
 
-    def _may_manage(self, principal: Principal, consumer_id: str, provider: str) -> None:
-        """A consumer manages its own tokens; an ``admin`` grant manages anyone's."""
+    def authorize_manage(self, principal: Principal, consumer_id: str, provider: str) -> None:
+        """A consumer manages its own tokens; an ``admin`` grant manages anyone's.
+
+        :raises Forbidden: otherwise.
+        """
         if principal.name != consumer_id:
             self.authorize(principal, "admin", provider)
 
@@ -325,7 +399,7 @@ class Broker:
         record = self._token_store().get(token_id)
         if record is None or record.consumer_id != consumer_id:
             raise NotFound(f"no token {token_id!r} of consumer {consumer_id!r}")
-        self._may_manage(principal, record.consumer_id, record.provider)
+        self.authorize_manage(principal, record.consumer_id, record.provider)
         return self._resign(record)
 
     def obtain_by_short_token(self, short_token: str) -> IssuedToken:
@@ -338,7 +412,7 @@ class Broker:
     def list_tokens(self, principal: Principal, query: TokenQuery, max_results: int,
                     next_token: str | None) -> Page:
         """One page of a consumer's tokens of one provider."""
-        self._may_manage(principal, query.consumer_id, query.provider)
+        self.authorize_manage(principal, query.consumer_id, query.provider)
         after = _page_position(next_token, query) if next_token else None
         records, more, total = self._token_store().list(query, max_results, after, utcnow())
         following = _page_token(records[-1].token_id, query) if more and records else None
@@ -353,7 +427,7 @@ class Broker:
     def revoke_token(self, principal: Principal, token: str) -> TokenRecord:
         """Revoke one token (its consumer or an admin)."""
         record = self._known(token)
-        self._may_manage(principal, record.consumer_id, record.provider)
+        self.authorize_manage(principal, record.consumer_id, record.provider)
         self._set_revoked(principal, [record.token_id], revoked=True)
         return record
 
@@ -368,7 +442,7 @@ class Broker:
 
     def revoke_consumer(self, principal: Principal, consumer_id: str, provider: str) -> int:
         """Revoke all of a consumer's tokens of a provider; returns how many changed."""
-        self._may_manage(principal, consumer_id, provider)
+        self.authorize_manage(principal, consumer_id, provider)
         return self._set_revoked(principal, self._token_store().token_ids(consumer_id, provider),
                                  revoked=True)
 

@@ -43,6 +43,13 @@ class BadRequest(CredenzaError):
     title = "Bad request"
 
 
+class InvalidGrant(BadRequest):
+    """An OAuth grant (a refresh token) that is unknown, expired, revoked or reused."""
+
+    slug = "invalid-grant"
+    title = "Invalid grant"
+
+
 class Unauthenticated(CredenzaError):
     """No identity, or credentials that were presented and are wrong."""
 

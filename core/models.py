@@ -311,8 +311,11 @@ class Page:
     total_count: int | None = None
 
 
-# The provider name under which OAuth access tokens for this broker's own API are recorded.
+# The provider names under which OAuth access and refresh tokens for this broker's own API are
+# recorded.
 ACCESS_TOKEN_PROVIDER = "credenza-access"  # noqa: S105 - a provider name
+REFRESH_TOKEN_PROVIDER = "credenza-refresh"  # noqa: S105 - a provider name
+REFRESH_TOKEN_LIFETIME = dt.timedelta(days=30)
 
 
 @attrs.frozen

@@ -424,9 +424,11 @@ class JwtIssuer:
         issued = utcnow().replace(microsecond=0)
         expires = issued + dt.timedelta(seconds=self.access_lifetime)
         token_id = new_token_id("ac")
-        claims = {"iss": self.issuer, "sub": principal.name, "aud": sorted(spec.audiences),
-                  "iat": int(issued.timestamp()), "nbf": int(issued.timestamp()),
-                  "exp": int(expires.timestamp()), "jti": token_id, "token_use": "access",
+        extra = {k: v for k, v in spec.custom_claims.items() if k not in REGISTERED_CLAIMS}
+        claims = {**extra, "iss": self.issuer, "sub": principal.name,
+                  "aud": sorted(spec.audiences), "iat": int(issued.timestamp()),
+                  "nbf": int(issued.timestamp()), "exp": int(expires.timestamp()),
+                  "jti": token_id, "token_use": "access",
                   "scope": str(spec.custom_claims.get("scope", "")),
                   "client_kind": principal.kind}
         record = TokenRecord(

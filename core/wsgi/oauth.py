@@ -13,7 +13,7 @@ import urllib.parse
 
 from werkzeug.wrappers import Response
 
-from credenza.errors import BadRequest, CredenzaError, Unauthenticated
+from credenza.errors import BadRequest, CredenzaError, Forbidden, InvalidGrant, Unauthenticated
 from credenza.models import BasicCredentials, IdentityRequest
 from credenza.wsgi.routes import JSON, Family, RequestContext, Route, json_response
 
@@ -31,8 +31,13 @@ class OAuthError(BadRequest):
 
 def render_oauth_error(error: CredenzaError, ctx: RequestContext) -> Response:
     """``{error, error_description, request_id}`` with the status RFC 6749 asks for."""
-    code = error.code if isinstance(error, OAuthError) else OAUTH_ERRORS.get(
-        error.status, "server_error" if error.status < 503 else "temporarily_unavailable")
+    if isinstance(error, OAuthError):
+        code = error.code
+    elif isinstance(error, InvalidGrant):
+        code = "invalid_grant"
+    else:
+        code = OAUTH_ERRORS.get(error.status, "server_error" if error.status < 503
+                                else "temporarily_unavailable")
     body = {"error": code, "error_description": error.detail, "request_id": ctx.request_id}
     headers = error.headers()
     if error.status == 401:
@@ -90,15 +95,26 @@ def audiences_of(scope: str) -> frozenset[str]:
 
 
 def token(ctx: RequestContext) -> Response:
-    """The token endpoint: ``client_credentials``."""
+    """The token endpoint: ``client_credentials`` and ``refresh_token`` (rotating)."""
     params = form(ctx)
     grant_type = params.get("grant_type")
-    if grant_type != "client_credentials":
+    if grant_type not in ("client_credentials", "refresh_token"):
         raise OAuthError("unsupported_grant_type",
                          f"grant_type {grant_type!r} is not supported here")
     principal = client_principal(ctx, params)
-    scope = params.get("scope", "")
-    issued = ctx.broker.issue_access_token(principal, audiences_of(scope), scope)
+    refresh: str | None = None
+    if grant_type == "refresh_token":
+        if not params.get("refresh_token"):
+            raise BadRequest("refresh_token is required")
+        issued, refresh = ctx.broker.refresh_access_token(principal, params["refresh_token"])
+        scope = str(issued.record.claims.get("scope", ""))
+    else:
+        scope = params.get("scope", "")
+        audiences = audiences_of(scope)
+        family = None
+        if principal.attributes.get("refresh_tokens") == "rotate":
+            refresh, family = ctx.broker.issue_refresh_token(principal, audiences, scope)
+        issued = ctx.broker.issue_access_token(principal, audiences, scope, family)
     record = issued.record
     body = {
         "access_token": issued.value,
@@ -106,10 +122,50 @@ def token(ctx: RequestContext) -> Response:
         "expires_in": int((record.expires_at - record.issued_at).total_seconds()),
         "expires_at": int(record.expires_at.timestamp()),
         "scope": scope,
+        **({"refresh_token": refresh} if refresh else {}),
     }
     response = json_response(body)
     response.headers["Pragma"] = "no-cache"
     return response
+
+
+def introspect(ctx: RequestContext) -> Response:
+    """RFC 7662: what a token is, for the client it was issued to (or an admin)."""
+    params = form(ctx)
+    principal = client_principal(ctx, params)
+    record = ctx.broker.any_token_record(params.get("token") or "")
+    if record is None or record.revoked or record.expired():
+        return json_response({"active": False})
+    try:
+        ctx.broker.authorize_manage(principal, record.consumer_id, record.provider)
+    except Forbidden:
+        return json_response({"active": False})  # another client's token: tell nothing
+    claims = record.claims
+    body = {"active": True, "token_type": record.token_type, "client_id": record.consumer_id,
+            "jti": record.token_id, "exp": int(record.expires_at.timestamp()),
+            "iat": int(record.issued_at.timestamp())}
+    body.update({key: claims[key] for key in ("sub", "aud", "iss", "scope", "nbf")
+                 if key in claims})
+    return json_response(body)
+
+
+def revoke(ctx: RequestContext) -> Response:
+    """RFC 7009: revoke a token of the calling client; a refresh token takes its family with
+    it. Unknown tokens are answered 200, as the RFC asks."""
+    params = form(ctx)
+    principal = client_principal(ctx, params)
+    token_value = params.get("token")
+    if not token_value:
+        raise BadRequest("token is required")
+    record = ctx.broker.any_token_record(token_value)
+    if record is not None:
+        ctx.broker.authorize_manage(principal, record.consumer_id, record.provider)
+        if record.token_type == "refresh_token":  # noqa: S105 - a kind of token
+            ctx.broker.revoke_family(principal, record.consumer_id,
+                                     str(record.claims["family"]))
+        else:
+            ctx.broker.revoke_token(principal, token_value)
+    return json_response({})
 
 
 def jwks(ctx: RequestContext) -> Response:
@@ -127,7 +183,9 @@ def openid_configuration(ctx: RequestContext) -> Response:
         "issuer": issuer,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "token_endpoint": f"{base}/oauth2/token",
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "introspection_endpoint": f"{base}/oauth2/introspect",
+        "revocation_endpoint": f"{base}/oauth2/revoke",
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
         "response_types_supported": ["token"],
@@ -137,8 +195,15 @@ def openid_configuration(ctx: RequestContext) -> Response:
 
 ROUTES = (
     Route("/oauth2/token", token, methods=("POST",), family=OAUTH, authenticated=False,
-          summary="OAuth 2.0 token endpoint (client_credentials)",
-          responses={200: "An access token", 400: "Bad request or scope", 401: "Bad client"}),
+          summary="OAuth 2.0 token endpoint (client_credentials, refresh_token)",
+          responses={200: "An access token", 400: "Bad request, scope or grant",
+                     401: "Bad client"}),
+    Route("/oauth2/introspect", introspect, methods=("POST",), family=OAUTH,
+          authenticated=False, summary="RFC 7662 token introspection (client authentication)",
+          responses={200: "{active, ...}", 401: "Bad client"}),
+    Route("/oauth2/revoke", revoke, methods=("POST",), family=OAUTH, authenticated=False,
+          summary="RFC 7009 token revocation (client authentication)",
+          responses={200: "Revoked, or unknown", 401: "Bad client", 403: "Not the client's"}),
     Route("/.well-known/jwks.json", jwks, family=OAUTH, authenticated=False,
           summary="Public signing keys (JWKS)", content_type=JSON),
     Route("/.well-known/openid-configuration", openid_configuration, family=OAUTH,
