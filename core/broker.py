@@ -19,6 +19,8 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from credenza.config import Config
 from credenza.errors import (
     BadRequest,
@@ -32,6 +34,8 @@ from credenza.errors import (
 from credenza.loader import PluginManager, load_plugins
 from credenza.models import (
     ACCESS_TOKEN_PROVIDER,
+    API_TOKEN_LIFETIME,
+    API_TOKEN_PROVIDER,
     REFRESH_TOKEN_LIFETIME,
     REFRESH_TOKEN_PROVIDER,
     WILDCARD,
@@ -122,11 +126,16 @@ class Broker:
         return self.enrich(principal)
 
     def enrich(self, principal: Principal) -> Principal:
-        """``principal`` with the groups every group source knows for it."""
+        """``principal`` with the groups and attributes every source knows for it (what the
+        identity source said wins; then the earlier plugin)."""
         groups = itertools.chain.from_iterable(
             self._hook.credenza_principal_groups(principal=principal)
         )
-        return principal.with_groups(groups)
+        attributes: dict[str, Any] = {}
+        for found in reversed(self._hook.credenza_principal_attributes(principal=principal)):
+            attributes.update(found)
+        attributes.update(principal.attributes)
+        return attrs.evolve(principal.with_groups(groups), attributes=attributes)
 
     def _challenges(self) -> tuple[str, ...]:
         realm = self.config.server.realm.replace('"', "")
@@ -306,11 +315,54 @@ class Broker:
                                "tokens) is revoked")
         if record.expired():
             raise InvalidGrant("the refresh token has expired")
-        audiences = frozenset(record.claims.get("aud") or ())
+        audiences = _audiences(record.claims)
         scope = str(record.claims.get("scope", ""))
         access = self.issue_access_token(principal, audiences, scope, family)
         new_refresh, _ = self.issue_refresh_token(principal, audiences, scope, family)
         return access, new_refresh
+
+    def create_api_token(self, user: Principal, client_id: str,
+                         provider: str) -> tuple[TokenRecord, str]:
+        """A long-lived API token for a public client: ``user`` will get ``provider``'s JWTs
+        (audience ``client_id``) in exchange for it. Stored as its SHA-256; shown once.
+
+        :raises Forbidden: when ``user`` may not get tokens of ``provider``.
+        """
+        self.authorize(user, "token", provider)
+        token_id = new_token_id("ak")
+        value = f"{token_id}.{secrets.token_urlsafe(32)}"
+        now = utcnow().replace(microsecond=0)
+        record = TokenRecord(
+            token_id=token_id, token_type="api_token",  # noqa: S106 - a kind of token
+            provider=API_TOKEN_PROVIDER,
+            consumer_type="custom", consumer_id=user.name, creator_type=user.kind,
+            creator_id=user.name, issued_at=now, expires_at=now + API_TOKEN_LIFETIME,
+            claims={"client_id": client_id, "provider": provider,
+                    **{k: str(v) for k, v in user.attributes.items()
+                       if k in ("name", "email", "org")}},
+        )
+        self._token_store().add(record, [hashlib.sha256(value.encode()).digest()])
+        self._observe("credenza_issued", event=IssuedEvent(
+            user, "api-token", client_id, token_id=token_id, expires_at=record.expires_at))
+        return record, value
+
+    def exchange_api_token(self, client_id: str, api_token: str) -> IssuedToken:
+        """A JWT for the user of an API token; the same API token keeps working.
+
+        :raises Unauthenticated: unknown, another client's, revoked or expired API token.
+        """
+        record = self._token_store().find(hashlib.sha256(api_token.encode()).digest())
+        if (record is None or record.provider != API_TOKEN_PROVIDER
+                or record.claims.get("client_id") != client_id or record.revoked
+                or record.expired()):
+            raise Unauthenticated("invalid client_id or refresh token", challenges=())
+        user = self.enrich(Principal(record.consumer_id, source="api-token"))
+        claims = {key: record.claims[key] for key in ("name", "email", "org")
+                  if key in record.claims}
+        spec = TokenSpec(str(record.claims["provider"]), user.name, [client_id],
+                         custom_claims={**claims, "groups": sorted(user.groups)},
+                         consumer_id=user.name)
+        return self.issue_token(user, spec)
 
     def revoke_family(self, actor: Principal, consumer_id: str, family: str) -> int:
         """Revoke every refresh and access token of one grant family."""
@@ -349,8 +401,7 @@ class Broker:
         consumer = self.enrich(Principal(record.consumer_id, source="refresh",
                                          kind=record.creator_type))
         registered = {"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
-        spec = TokenSpec(provider, str(record.claims["sub"]),
-                         frozenset(record.claims.get("aud") or ()),
+        spec = TokenSpec(provider, str(record.claims["sub"]), _audiences(record.claims),
                          issuer=str(record.claims["iss"]),
                          custom_claims={k: v for k, v in record.claims.items()
                                         if k not in registered},
@@ -510,6 +561,12 @@ class Broker:
             except Exception:
                 log.exception("observer %s of plugin %s failed", hook_name, impl.plugin_name)
 
+
+
+def _audiences(claims: Mapping[str, Any]) -> frozenset[str]:
+    """The ``aud`` claim as a set, whether it is one string or a list."""
+    aud = claims.get("aud") or ()
+    return frozenset([aud] if isinstance(aud, str) else aud)
 
 
 def _fingerprint(query: TokenQuery) -> str:

@@ -98,6 +98,22 @@ def credenza_principal_groups(principal: Principal) -> Iterable[str]:
     """
 
 
+@hookspec
+def credenza_principal_attributes(principal: Principal) -> Mapping[str, Any]:
+    """Return attributes of ``principal`` (name, email, org, ...) this plugin knows.
+
+    :param principal: the identified caller.
+    :returns: attribute name -> value; what the identity source itself said wins over these,
+        and earlier plugins win over later ones.
+
+    Merged. Example::
+
+        @hookimpl
+        def credenza_principal_attributes(principal):
+            return {"email": directory.mail_of(principal.name)}
+    """
+
+
 # -------------------------------------------------------------------------------------------------
 # Account/role providers: what may they use?
 # -------------------------------------------------------------------------------------------------

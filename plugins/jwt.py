@@ -96,6 +96,12 @@ def _algorithm_of(key: Any) -> str:
                       "2048 or Ed25519)")
 
 
+def _audience_claim(audiences: Iterable[str]) -> str | list[str]:
+    """One audience as a string (clients compare ``aud == client_id``), several as a list."""
+    ordered = sorted(audiences)
+    return ordered[0] if len(ordered) == 1 else ordered
+
+
 def public_jwk(key: Any, alg: str) -> dict[str, Any]:
     """The public JWK of a private key (without kid)."""
     algorithm = jwt.algorithms.get_default_algorithms()[alg]
@@ -391,7 +397,7 @@ class JwtIssuer:
         expires = issued + dt.timedelta(seconds=lifetime)
         claims = {
             **spec.custom_claims,
-            "iss": issuer, "sub": spec.subject, "aud": sorted(spec.audiences),
+            "iss": issuer, "sub": spec.subject, "aud": _audience_claim(spec.audiences),
             "iat": int(issued.timestamp()), "nbf": int(issued.timestamp()),
             "exp": int(expires.timestamp()),
         }
@@ -426,7 +432,7 @@ class JwtIssuer:
         token_id = new_token_id("ac")
         extra = {k: v for k, v in spec.custom_claims.items() if k not in REGISTERED_CLAIMS}
         claims = {**extra, "iss": self.issuer, "sub": principal.name,
-                  "aud": sorted(spec.audiences), "iat": int(issued.timestamp()),
+                  "aud": _audience_claim(spec.audiences), "iat": int(issued.timestamp()),
                   "nbf": int(issued.timestamp()), "exp": int(expires.timestamp()),
                   "jti": token_id, "token_use": "access",
                   "scope": str(spec.custom_claims.get("scope", "")),

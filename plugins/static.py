@@ -154,6 +154,11 @@ class StaticDirectory:
                          attributes=entry.attributes)
 
     @hookimpl
+    def credenza_principal_attributes(self, principal: Principal) -> Mapping[str, Any]:
+        entry = self.directory.users.get(principal.name)
+        return entry.attributes if entry else {}
+
+    @hookimpl
     def credenza_principal_groups(self, principal: Principal) -> Iterable[str]:
         entry = self.directory.users.get(principal.name)
         return entry.groups if entry else ()

@@ -104,7 +104,7 @@ def test_introspection(oauth: dict[str, Any]) -> None:
     issued = grant(oauth, "rotator", grant_type="client_credentials", scope=SCOPE)
     seen = introspect(oauth, "rotator", issued["access_token"])
     assert seen["active"] is True and seen["client_id"] == "rotator" and seen["sub"] == "rotator"
-    assert seen["scope"] == SCOPE and seen["aud"] == ["urn:cloud:idaas:pam"]
+    assert seen["scope"] == SCOPE and seen["aud"] == "urn:cloud:idaas:pam"  # one: a string
     assert introspect(oauth, "rotator", issued["refresh_token"])["token_type"] == "refresh_token"
     assert introspect(oauth, "plain", issued["access_token"]) == {"active": False}
     assert introspect(oauth, "ops", issued["access_token"])["active"] is True  # admin

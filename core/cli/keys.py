@@ -1,12 +1,21 @@
-"""``credenza hash-password`` and ``credenza hash-api-key``: secrets for the static files."""
+"""``credenza hash-password``, ``hash-api-key`` and ``api-token``: secrets for people and
+programs."""
 
 from __future__ import annotations
 
+import base64
+import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
+from credenza.broker import Broker
+from credenza.models import Principal
 from credenza.secrets import API_KEY_ID, hash_password, new_api_key
+
+if TYPE_CHECKING:
+    from credenza.cli import CliState
 
 
 @click.command("hash-password")
@@ -19,6 +28,28 @@ def hash_password_command() -> None:
     if not password:
         raise click.UsageError("the password is empty")
     click.echo(hash_password(password))
+
+
+@click.command("api-token")
+@click.argument("user")
+@click.option("--client", "client_id", required=True, help="The public client it is for.")
+@click.option("--provider", required=True, help="The credential provider of its JWTs.")
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True,
+              help="Where clients reach this broker (goes into the login blob).")
+@click.pass_obj
+def api_token_command(state: CliState, user: str, client_id: str, provider: str,
+                      url: str) -> None:
+    """Create a long-lived API token for USER and a public client (shown once), and the blob
+    `credenza login` (and Descartes Labs' `auth login`) accept."""
+    with Broker.from_config(state.config()) as broker:
+        principal = broker.enrich(Principal(user, source="cli"))
+        record, value = broker.create_api_token(principal, client_id, provider)
+    blob = {"id": record.token_id, "client_id": client_id, "name": user,
+            "revoke_url": f"{url.rstrip('/')}/v2/credenza/authenticationTokens/_/actions/revoke",
+            "client_secret": value}
+    click.echo(f"client_id: {client_id}")
+    click.echo(f"client_secret: {value}")
+    click.echo("login blob: " + base64.urlsafe_b64encode(json.dumps(blob).encode()).decode())
 
 
 @click.command("hash-api-key")

@@ -48,7 +48,7 @@ def render_oauth_error(error: CredenzaError, ctx: RequestContext) -> Response:
 
 
 OAUTH = Family("oauth", "OAuth 2.0 token endpoint, JWKS and discovery.",
-               prefixes=("/oauth2/",), render_error=render_oauth_error)
+               prefixes=("/oauth2/", "/token"), render_error=render_oauth_error)
 
 
 def form(ctx: RequestContext) -> dict[str, str]:
@@ -129,6 +129,25 @@ def token(ctx: RequestContext) -> Response:
     return response
 
 
+def token_json(ctx: RequestContext) -> Response:
+    """``POST /token`` with a JSON body, for public API-token clients (the Descartes Labs
+    style): ``{client_id, grant_type: refresh_token, refresh_token}``. The refresh token is the
+    user's API token and keeps working (no rotation); the JWT's audience is the client id."""
+    body = ctx.json_body()
+    if body.get("grant_type") != "refresh_token":
+        raise OAuthError("unsupported_grant_type", "grant_type must be refresh_token")
+    client_id, api_token = body.get("client_id"), body.get("refresh_token")
+    if not isinstance(client_id, str) or not isinstance(api_token, str):
+        raise BadRequest("client_id and refresh_token are required strings")
+    issued = ctx.broker.exchange_api_token(client_id, api_token)
+    record = issued.record
+    return json_response({
+        "access_token": issued.value, "token_type": "Bearer",
+        "expires_in": int((record.expires_at - record.issued_at).total_seconds()),
+        "expires_at": int(record.expires_at.timestamp()),
+    })
+
+
 def introspect(ctx: RequestContext) -> Response:
     """RFC 7662: what a token is, for the client it was issued to (or an admin)."""
     params = form(ctx)
@@ -198,6 +217,9 @@ ROUTES = (
           summary="OAuth 2.0 token endpoint (client_credentials, refresh_token)",
           responses={200: "An access token", 400: "Bad request, scope or grant",
                      401: "Bad client"}),
+    Route("/token", token_json, methods=("POST",), family=OAUTH, authenticated=False,
+          summary="API-token clients: JSON refresh_token grant (Descartes Labs style)",
+          responses={200: "{access_token}", 400: "Bad request", 401: "Bad refresh token"}),
     Route("/oauth2/introspect", introspect, methods=("POST",), family=OAUTH,
           authenticated=False, summary="RFC 7662 token introspection (client authentication)",
           responses={200: "{active, ...}", 401: "Bad client"}),
