@@ -4,6 +4,7 @@ In one run:
 1. the baseline: raw PyJWT signing and verifying (ES256, a loaded key) in this process;
 2. HTTP issuance through the bundled server (IDaaS ``generateJwt``: authorization, signing and
    the store write), and validation (``validate``: verification and the store lookup);
+   OAuth client-credentials issuance and rotating refresh (``/oauth2/token``);
 3. list latency (``authenticationTokens``, a page of 20 with totalCount) with 10 000 and then
    1 000 000 tokens in the store (SQLite, the embedded default).
 Prints each figure and its ratio to the raw baseline.
@@ -94,7 +95,8 @@ def main() -> None:
         work = Path(tmp)
         secret, digest = new_api_key("bench-app")
         (work / "static.yaml").write_text(
-            f'oauth_clients:\n  bench-app: {{sha256: "{digest}", tokens: {{{PROVIDER}: []}}}}\n')
+            f'oauth_clients:\n  bench-app: {{sha256: "{digest}", tokens: {{{PROVIDER}: []}}, '
+            "attributes: {refresh_tokens: rotate}}\n")
         (work / "credenza.toml").write_text(f"""
 [credenza]
 plugins = ["static", "jwt", "sql"]
@@ -136,6 +138,40 @@ audiences = ["{AUDIENCE}"]
                  seconds / len(latencies), sign)
             print(f"{'':<48} p50 {statistics.median(latencies) * 1e3:.1f} ms, "
                   f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1e3:.1f} ms")
+
+            def client_credentials(session: requests.Session) -> str | None:
+                answer = session.post(server.url + "/oauth2/token", auth=("bench-app", secret),
+                                      data={"grant_type": "client_credentials",
+                                            "scope": "urn:cloud:idaas:pam|.all"}, timeout=30)
+                return None if answer.status_code == 200 else answer.text[:200]
+
+            seconds, latencies = concurrently(args.requests, args.clients, client_credentials)
+            line(f"HTTP client_credentials, {args.clients} clients", seconds / len(latencies),
+                 sign)
+
+            def rotate(session: requests.Session) -> str | None:
+                # each client walks its own refresh chain: one rotation per request
+                chain = getattr(session, "refresh", None)
+                if chain is None:
+                    started = client_credentials_answer(session)
+                    chain = started["refresh_token"]
+                answer = session.post(server.url + "/oauth2/token", auth=("bench-app", secret),
+                                      data={"grant_type": "refresh_token",
+                                            "refresh_token": chain}, timeout=30)
+                if answer.status_code != 200:
+                    return answer.text[:200]
+                session.refresh = answer.json()["refresh_token"]  # type: ignore[attr-defined]
+                return None
+
+            def client_credentials_answer(session: requests.Session) -> dict:
+                return session.post(server.url + "/oauth2/token", auth=("bench-app", secret),
+                                    data={"grant_type": "client_credentials",
+                                          "scope": "urn:cloud:idaas:pam|.all"},
+                                    timeout=30).json()
+
+            seconds, latencies = concurrently(args.requests, args.clients, rotate)
+            line(f"HTTP refresh_token rotation, {args.clients} clients",
+                 seconds / len(latencies), sign)
 
             sample = issued[:200]
 
