@@ -272,7 +272,8 @@ class Broker:
         ties it to the refresh tokens it was issued with."""
         claims = {"scope": scope, **({"family": family} if family else {})}
         spec = TokenSpec(ACCESS_TOKEN_PROVIDER, principal.name, audiences,
-                         custom_claims=claims, consumer_type="application")
+                         custom_claims=claims, consumer_type="application",
+                         consumer_id=principal.name)
         return self._issue_and_record(principal, spec)
 
     def issue_refresh_token(self, principal: Principal, audiences: frozenset[str], scope: str,
@@ -363,6 +364,34 @@ class Broker:
                          custom_claims={**claims, "groups": sorted(user.groups)},
                          consumer_id=user.name)
         return self.issue_token(user, spec)
+
+    def exchange_token(self, client: Principal, subject_token: str,
+                       audiences: frozenset[str], scope: str) -> IssuedToken:
+        """RFC 8693: an access token for the subject of ``subject_token``, issued to
+        ``client`` (named in the ``act`` claim).
+
+        The subject token is a live token of this broker, or one of a trusted external issuer;
+        the client needs an ``exchange`` grant for the subject token's issuer.
+
+        :raises Unauthenticated: the subject token does not verify, or is revoked or expired.
+        :raises Forbidden: the client may not exchange tokens of that issuer.
+        """
+        claims = self._hook.credenza_verify_token(token=subject_token)
+        if not claims or "sub" not in claims:
+            raise Unauthenticated("the subject token is not one this broker can verify",
+                                  challenges=())
+        if not claims.get("external"):
+            record = self._token_store().get(str(claims.get("jti", "")))
+            if record is None or record.revoked or record.expired():
+                raise Unauthenticated("the subject token is revoked or expired", challenges=())
+        issuer = str(claims.get("iss", ""))
+        self.authorize(client, "exchange", issuer)
+        subject = str(claims["sub"])
+        spec = TokenSpec(ACCESS_TOKEN_PROVIDER, subject, audiences,
+                         custom_claims={"scope": scope, "act": {"sub": client.name},
+                                        "subject_issuer": issuer},
+                         consumer_type="application", consumer_id=client.name)
+        return self._issue_and_record(client, spec)
 
     def revoke_family(self, actor: Principal, consumer_id: str, family: str) -> int:
         """Revoke every refresh and access token of one grant family."""

@@ -20,6 +20,9 @@ Settings (``[plugins.jwt]``):
     Audiences providers may never issue for (default ``["urn:cloud:idaas"]``).
 ``clock_skew_seconds``
     Leeway when checking exp/nbf (default 30).
+``[plugins.jwt.trusted_issuers]``
+    External OIDC issuers whose tokens may be exchanged (RFC 8693): issuer URL -> its JWKS URL.
+    Their tokens must be meant for this broker (``aud`` is its issuer or an API audience).
 ``[plugins.jwt.providers.NAME]``
     One credential provider: ``issuers`` (allowlist, the first is the default), ``audiences``
     (allowed; empty allows any unreserved one), ``default_lifetime_seconds``,
@@ -53,7 +56,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from credenza.config import Section
-from credenza.errors import BadRequest, ConfigError, Unauthenticated
+from credenza.errors import BadRequest, ConfigError, Unauthenticated, Unavailable
 from credenza.markers import hookimpl
 from credenza.models import (
     ACCESS_TOKEN_PROVIDER,
@@ -338,6 +341,10 @@ class JwtIssuer:
                                                max=86400)
         self.reserved = section.get_list("reserved_audience_prefixes", ("urn:cloud:idaas",))
         self.leeway = section.get_int("clock_skew_seconds", 30, min=0, max=300)
+        trusted = section.get_table("trusted_issuers")
+        self.trusted = {issuer: jwt.PyJWKClient(trusted.get_str(issuer), cache_keys=True,
+                                                lifespan=600, timeout=5)
+                        for issuer in trusted.values}
         providers = section.get_table("providers")
         self.providers = {
             name: Provider.from_section(name, providers.get_table(name), self.issuer)
@@ -431,7 +438,7 @@ class JwtIssuer:
         expires = issued + dt.timedelta(seconds=self.access_lifetime)
         token_id = new_token_id("ac")
         extra = {k: v for k, v in spec.custom_claims.items() if k not in REGISTERED_CLAIMS}
-        claims = {**extra, "iss": self.issuer, "sub": principal.name,
+        claims = {**extra, "iss": self.issuer, "sub": spec.subject,
                   "aud": _audience_claim(spec.audiences), "iat": int(issued.timestamp()),
                   "nbf": int(issued.timestamp()), "exp": int(expires.timestamp()),
                   "jti": token_id, "token_use": "access",
@@ -439,7 +446,7 @@ class JwtIssuer:
                   "client_kind": principal.kind}
         record = TokenRecord(
             token_id=token_id, token_type="oauth_access_token", provider=ACCESS_TOKEN_PROVIDER,
-            consumer_type="application", consumer_id=principal.name,
+            consumer_type="application", consumer_id=spec.consumer_id or principal.name,
             creator_type=principal.kind, creator_id=principal.name,
             issued_at=issued, expires_at=expires, claims=claims,
         )
@@ -463,7 +470,39 @@ class JwtIssuer:
             raise Unauthenticated("invalid derived short token")
         if token.count(".") != 2:
             return None  # not a JWT: another plugin's token, perhaps
+        issuer = self._unverified_issuer(token)
+        if issuer in self.trusted:
+            return self.verify_external(token, issuer)
         return self.verify(token)
+
+    @staticmethod
+    def _unverified_issuer(token: str) -> str | None:
+        try:
+            return jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError:
+            return None
+
+    def verify_external(self, token: str, issuer: str) -> dict[str, Any]:
+        """Claims of a token from a trusted external issuer, checked against its JWKS."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthenticated(f"token is longer than {MAX_TOKEN_BYTES} bytes")
+        try:
+            key = self.trusted[issuer].get_signing_key_from_jwt(token)
+        except jwt.PyJWKClientConnectionError:
+            raise Unavailable(f"cannot fetch the keys of trusted issuer {issuer}") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("token signed with a key its issuer does not publish") from None
+        if key.algorithm_name not in ALGORITHMS:
+            raise Unauthenticated(f"algorithm {key.algorithm_name} is not accepted")
+        try:
+            claims = jwt.decode(token, key.key, algorithms=[key.algorithm_name], issuer=issuer,
+                                audience=sorted({self.issuer, *self.api_audiences}),
+                                leeway=self.leeway, options={"require": ["exp", "iss", "sub"]})
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated("token is not meant for this broker") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
+        return {**claims, "external": True}
 
     def verify(self, token: str, audiences: Iterable[str] | None = None) -> dict[str, Any]:
         """The claims of a JWT this broker signed, checked in full.

@@ -16,6 +16,7 @@ Settings (``[plugins.static]``):
             sha256: "..."                # client secret (pam-app.SECRET) and this hash
             tokens: {build-bot: [https://api.example.com]}   # provider -> audiences ([] any)
             admin: [build-bot]           # lifecycle rights over everyone's tokens of it
+            exchange: [https://idp.example.com]   # RFC 8693: tokens of these issuers
         api_keys:
           ci-deploy:                     # the key id; the key is "ci-deploy.SECRET"
             sha256: "..."                # `credenza hash-api-key ci-deploy`
@@ -211,7 +212,8 @@ def _grants(value: Any, where: str, via: str) -> tuple[Grant, ...]:
     return tuple(grants)
 
 
-_GRANT_KEYS = frozenset({"groups", "grants", "tokens", "admin", "attributes", "kind"})
+_GRANT_KEYS = frozenset({"groups", "grants", "tokens", "admin", "exchange", "attributes",
+                         "kind"})
 _USER_KEYS = _GRANT_KEYS | {"password"}
 _KEY_KEYS = _GRANT_KEYS | {"sha256", "principal"}
 _CLIENT_KEYS = _GRANT_KEYS | {"sha256"}
@@ -240,7 +242,9 @@ def _entry(name: str, raw: Any, where: str, allowed: frozenset[str], secret_fiel
                       audiences=_strings(audiences, f"{where}.tokens.{provider}"), via=via)
                 for provider, audiences in tokens.items()),
               *(Grant("admin", provider, via=via)
-                for provider in _strings(raw.get("admin"), f"{where}.admin")))
+                for provider in _strings(raw.get("admin"), f"{where}.admin")),
+              *(Grant("exchange", issuer, via=via)
+                for issuer in _strings(raw.get("exchange"), f"{where}.exchange")))
     return Entry(
         principal=_expect(raw.get("principal", name), str, f"{where}.principal", "a string"),
         kind=kind,

@@ -3,9 +3,13 @@ RFC 7662 introspection and RFC 7009 revocation."""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt as pyjwt
 import pytest
 from werkzeug.test import Client
 
@@ -161,3 +165,107 @@ def test_malformed_requests(oauth: dict[str, Any]) -> None:
                                                 "client_secret": oauth["auth"]["plain"][1],
                                                 "scope": SCOPE})
     assert posted.status_code == 200  # client_secret_post
+
+
+class FakeIdentityProvider:
+    """An external OIDC issuer: its JWKS on loopback, and tokens signed with its own key."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        jwk = json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+        body = json.dumps({"keys": [{**jwk, "kid": "idp-1", "alg": "ES256", "use": "sig"}]})
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def token(self, key: object = None, **claims: object) -> str:
+        now = int(time.time())
+        payload = {"iss": self.issuer, "sub": "erin@idp", "aud": "urn:credenza:broker",
+                   "iat": now, "exp": now + 300, **claims}
+        return pyjwt.encode(payload, key or self.key, algorithm="ES256",
+                            headers={"kid": "idp-1"})
+
+
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+
+
+@pytest.fixture
+def exchange(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    idp = FakeIdentityProvider()
+    secrets = {name: new_api_key(name) for name in ("gateway", "stranger", "ops")}
+    (tmp_path / "static.yaml").write_text(f"""
+oauth_clients:
+  gateway: {{sha256: "{secrets['gateway'][1]}", exchange: ["{idp.issuer}", "urn:credenza:broker"]}}
+  stranger: {{sha256: "{secrets['stranger'][1]}"}}
+  ops: {{sha256: "{secrets['ops'][1]}", admin: ["*"]}}
+""")
+    broker = Broker.from_config({
+        "credenza": {"plugins": ["static", "jwt", "sql"], "data_dir": str(tmp_path / "data")},
+        "plugins": {"static": {"files": [str(tmp_path / "static.yaml")]},
+                    "jwt": {"trusted_issuers": {idp.issuer: f"{idp.issuer}/jwks.json"}},
+                    "sql": {}},
+    })
+    yield {"client": Client(make_app(broker)), "idp": idp,
+           "auth": {name: (name, key) for name, (key, _) in secrets.items()}}
+    idp.server.shutdown()
+
+
+def test_token_exchange_of_an_external_oidc_token(exchange: dict[str, Any]) -> None:
+    issued = grant(exchange, "gateway", grant_type=EXCHANGE, scope=SCOPE,
+                   subject_token=exchange["idp"].token(), subject_token_type=JWT_TYPE)
+    assert issued["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
+    claims = pyjwt.decode(issued["access_token"], options={"verify_signature": False})
+    assert (claims["sub"], claims["act"], claims["subject_issuer"]) == (
+        "erin@idp", {"sub": "gateway"}, exchange["idp"].issuer)
+    assert introspect(exchange, "gateway", issued["access_token"])["sub"] == "erin@idp"
+
+
+def test_token_exchange_of_this_brokers_own_token(exchange: dict[str, Any]) -> None:
+    own = grant(exchange, "ops", grant_type="client_credentials", scope=SCOPE)
+    issued = grant(exchange, "gateway", grant_type=EXCHANGE, scope=SCOPE,
+                   subject_token=own["access_token"],
+                   subject_token_type="urn:ietf:params:oauth:token-type:access_token")
+    claims = pyjwt.decode(issued["access_token"], options={"verify_signature": False})
+    assert (claims["sub"], claims["act"]) == ("ops", {"sub": "gateway"})
+    post(exchange, "/oauth2/revoke", "ops", token=own["access_token"])
+    revoked = post(exchange, "/oauth2/token", "gateway", grant_type=EXCHANGE, scope=SCOPE,
+                   subject_token=own["access_token"], subject_token_type=JWT_TYPE)
+    assert revoked.get_json()["error"] == "invalid_grant"
+
+
+def test_token_exchange_refusals(exchange: dict[str, Any]) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    idp = exchange["idp"]
+    cases = [
+        ("stranger", {"subject_token": idp.token()}, 403, "unauthorized_client"),
+        ("gateway", {"subject_token": idp.token(aud="https://elsewhere")}, 400, "invalid_grant"),
+        ("gateway", {"subject_token": idp.token(key=ec.generate_private_key(ec.SECP256R1()))},
+         400, "invalid_grant"),
+        ("gateway", {"subject_token": idp.token(exp=int(time.time()) - 600)}, 400,
+         "invalid_grant"),
+        ("gateway", {"subject_token": idp.token(), "subject_token_type": "urn:x"}, 400,
+         "invalid_request"),
+        ("gateway", {"subject_token": idp.token(), "actor_token": "x"}, 400, "invalid_request"),
+    ]
+    for who, form, status, error in cases:
+        response = post(exchange, "/oauth2/token", who, **{
+            "grant_type": EXCHANGE, "scope": SCOPE, "subject_token_type": JWT_TYPE, **form})
+        assert (response.status_code, response.get_json()["error"]) == (status, error), form

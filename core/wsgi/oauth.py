@@ -17,6 +17,10 @@ from credenza.errors import BadRequest, CredenzaError, Forbidden, InvalidGrant, 
 from credenza.models import BasicCredentials, IdentityRequest
 from credenza.wsgi.routes import JSON, Family, RequestContext, Route, json_response
 
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URI
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a type URI
+SUBJECT_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt",
+                                 "urn:ietf:params:oauth:token-type:id_token"})
 OAUTH_ERRORS = {400: "invalid_request", 401: "invalid_client", 403: "unauthorized_client",
                 404: "invalid_request", 413: "invalid_request"}
 
@@ -98,12 +102,32 @@ def token(ctx: RequestContext) -> Response:
     """The token endpoint: ``client_credentials`` and ``refresh_token`` (rotating)."""
     params = form(ctx)
     grant_type = params.get("grant_type")
-    if grant_type not in ("client_credentials", "refresh_token"):
+    if grant_type not in ("client_credentials", "refresh_token", TOKEN_EXCHANGE):
         raise OAuthError("unsupported_grant_type",
                          f"grant_type {grant_type!r} is not supported here")
     principal = client_principal(ctx, params)
     refresh: str | None = None
-    if grant_type == "refresh_token":
+    extra: dict[str, str] = {}
+    if grant_type == TOKEN_EXCHANGE:
+        if params.get("subject_token_type") not in SUBJECT_TOKEN_TYPES:
+            raise BadRequest("subject_token_type must be one of "
+                             f"{', '.join(sorted(SUBJECT_TOKEN_TYPES))}")
+        requested = params.get("requested_token_type") or ACCESS_TOKEN_TYPE
+        if requested != ACCESS_TOKEN_TYPE:
+            raise BadRequest(f"requested_token_type can only be {ACCESS_TOKEN_TYPE}")
+        if not params.get("subject_token"):
+            raise BadRequest("subject_token is required")
+        if params.get("actor_token"):
+            raise BadRequest("actor_token is not supported: the authenticated client is the "
+                             "actor")
+        scope = params.get("scope", "")
+        try:
+            issued = ctx.broker.exchange_token(principal, params["subject_token"],
+                                               audiences_of(scope), scope)
+        except Unauthenticated as exc:
+            raise InvalidGrant(exc.detail) from None
+        extra["issued_token_type"] = ACCESS_TOKEN_TYPE
+    elif grant_type == "refresh_token":
         if not params.get("refresh_token"):
             raise BadRequest("refresh_token is required")
         issued, refresh = ctx.broker.refresh_access_token(principal, params["refresh_token"])
@@ -123,6 +147,7 @@ def token(ctx: RequestContext) -> Response:
         "expires_at": int(record.expires_at.timestamp()),
         "scope": scope,
         **({"refresh_token": refresh} if refresh else {}),
+        **extra,
     }
     response = json_response(body)
     response.headers["Pragma"] = "no-cache"
@@ -202,7 +227,7 @@ def openid_configuration(ctx: RequestContext) -> Response:
         "issuer": issuer,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "token_endpoint": f"{base}/oauth2/token",
-        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "grant_types_supported": ["client_credentials", "refresh_token", TOKEN_EXCHANGE],
         "introspection_endpoint": f"{base}/oauth2/introspect",
         "revocation_endpoint": f"{base}/oauth2/revoke",
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
