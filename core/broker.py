@@ -9,6 +9,7 @@ never call hooks themselves. Each method is a typed wrapper around the hooks it 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -34,6 +35,8 @@ from credenza.errors import (
 from credenza.loader import PluginManager, load_plugins
 from credenza.models import (
     ACCESS_TOKEN_PROVIDER,
+    API_KEY_PREFIX,
+    API_KEY_PROVIDER,
     API_TOKEN_LIFETIME,
     API_TOKEN_PROVIDER,
     REFRESH_TOKEN_LIFETIME,
@@ -321,6 +324,42 @@ class Broker:
         access = self.issue_access_token(principal, audiences, scope, family)
         new_refresh, _ = self.issue_refresh_token(principal, audiences, scope, family)
         return access, new_refresh
+
+    def create_api_key(self, owner: Principal, name: str,
+                       lifetime: dt.timedelta | None = None) -> tuple[TokenRecord, str]:
+        """A new API key acting as ``owner`` (shown once, stored as its SHA-256)."""
+        if not name or not name.isprintable() or len(name) > 128:
+            raise BadRequest("an API key needs a printable name of at most 128 characters")
+        token_id = new_token_id(API_KEY_PREFIX.rstrip("_"))
+        value = f"{token_id}.{secrets.token_urlsafe(32)}"
+        now = utcnow().replace(microsecond=0)
+        record = TokenRecord(
+            token_id=token_id, token_type="api_key",  # noqa: S106 - a kind of token
+            provider=API_KEY_PROVIDER, consumer_type="custom", consumer_id=owner.name,
+            creator_type=owner.kind, creator_id=owner.name, issued_at=now,
+            expires_at=now + (lifetime or API_TOKEN_LIFETIME),
+            claims={"name": name, "kind": owner.kind},
+        )
+        self._token_store().add(record, [hashlib.sha256(value.encode()).digest()])
+        self._observe("credenza_issued", event=IssuedEvent(
+            owner, "api-key", name, token_id=token_id, expires_at=record.expires_at))
+        return record, value
+
+    def list_api_keys(self, principal: Principal, owner: str) -> list[TokenRecord]:
+        """The API keys of ``owner`` (the owner itself, or an admin of API keys)."""
+        self.authorize_manage(principal, owner, API_KEY_PROVIDER)
+        store = self._token_store()
+        return [record for token_id in store.token_ids(owner, API_KEY_PROVIDER)
+                if (record := store.get(token_id)) is not None]
+
+    def revoke_api_key(self, principal: Principal, key_id: str) -> TokenRecord:
+        """Revoke one API key by its id (its owner, or an admin of API keys)."""
+        record = self._token_store().get(key_id)
+        if record is None or record.provider != API_KEY_PROVIDER:
+            raise NotFound(f"no API key {key_id!r}")
+        self.authorize_manage(principal, record.consumer_id, API_KEY_PROVIDER)
+        self._set_revoked(principal, [key_id], revoked=True)
+        return record
 
     def create_api_token(self, user: Principal, client_id: str,
                          provider: str) -> tuple[TokenRecord, str]:

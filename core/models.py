@@ -316,6 +316,9 @@ class Page:
 ACCESS_TOKEN_PROVIDER = "credenza-access"  # noqa: S105 - a provider name
 REFRESH_TOKEN_PROVIDER = "credenza-refresh"  # noqa: S105 - a provider name
 REFRESH_TOKEN_LIFETIME = dt.timedelta(days=30)
+# API keys kept in the token store: "ck_<id>.<secret>", an identity for X-API-Key.
+API_KEY_PROVIDER = "credenza-api-key"
+API_KEY_PREFIX = "ck_"
 # Long-lived API tokens of public clients (the Descartes Labs style: client id + refresh token).
 API_TOKEN_PROVIDER = "credenza-api-token"  # noqa: S105 - a provider name
 API_TOKEN_LIFETIME = dt.timedelta(days=365)

@@ -14,7 +14,12 @@ import attrs
 import click
 
 from credenza.cli.aws import aws
-from credenza.cli.keys import api_token_command, hash_api_key_command, hash_password_command
+from credenza.cli.keys import (
+    api_keys_group,
+    api_token_command,
+    hash_api_key_command,
+    hash_password_command,
+)
 from credenza.cli.serve import serve
 from credenza.config import CONFIG_ENV, Config
 from credenza.errors import ConfigError, CredenzaError
@@ -102,6 +107,7 @@ cli.add_command(aws)
 cli.add_command(hash_password_command)
 cli.add_command(hash_api_key_command)
 cli.add_command(api_token_command)
+cli.add_command(api_keys_group)
 CORE_COMMANDS = frozenset(cli.commands)
 
 

@@ -4,6 +4,7 @@ programs."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import sys
 from typing import TYPE_CHECKING
@@ -50,6 +51,50 @@ def api_token_command(state: CliState, user: str, client_id: str, provider: str,
     click.echo(f"client_id: {client_id}")
     click.echo(f"client_secret: {value}")
     click.echo("login blob: " + base64.urlsafe_b64encode(json.dumps(blob).encode()).decode())
+
+
+@click.group("api-keys")
+def api_keys_group() -> None:
+    """API keys kept in the token store (X-API-Key identities)."""
+
+
+@api_keys_group.command("create")
+@click.argument("owner")
+@click.option("--name", required=True, help="What the key is for.")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True)
+@click.pass_obj
+def api_keys_create(state: CliState, owner: str, name: str, days: int) -> None:
+    """Create an API key acting as OWNER; the key is printed once."""
+    with Broker.from_config(state.config()) as broker:
+        record, value = broker.create_api_key(broker.enrich(Principal(owner, source="cli")),
+                                              name, dt.timedelta(days=days))
+    click.echo(f"{record.token_id}  {name}  expires {record.expires_at:%Y-%m-%d}", err=True)
+    click.echo(value)
+
+
+@api_keys_group.command("list")
+@click.argument("owner")
+@click.pass_obj
+def api_keys_list(state: CliState, owner: str) -> None:
+    """OWNER's API keys (never the keys themselves)."""
+    with Broker.from_config(state.config()) as broker:
+        records = broker.list_api_keys(Principal(owner, source="cli"), owner)
+    for record in records:
+        status = "revoked" if record.revoked else ("expired" if record.expired() else "active")
+        click.echo(f"{record.token_id}  {record.claims.get('name')}  {status}  "
+                   f"expires {record.expires_at:%Y-%m-%d}")
+
+
+@api_keys_group.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+def api_keys_revoke(state: CliState, key_id: str) -> None:
+    """Revoke the API key KEY_ID (as its owner: this command is local administration)."""
+    with Broker.from_config(state.config()) as broker:
+        record = broker.store.get(key_id) if broker.store else None
+        owner = record.consumer_id if record else "-"
+        broker.revoke_api_key(Principal(owner, source="cli"), key_id)
+    click.echo(f"revoked {key_id}")
 
 
 @click.command("hash-api-key")

@@ -26,7 +26,7 @@ from credenza.errors import (
     PayloadTooLarge,
 )
 from credenza.legacy import ACCOUNT_CONFIG_PATH, CONFIG_PATH, configure_afp_logging
-from credenza.wsgi import afp, ica, imds, meta, oauth, pam
+from credenza.wsgi import afp, ica, imds, keys, meta, oauth, pam
 from credenza.wsgi.routes import CORE, Family, RequestContext, Route
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 
 # The built-in API families; later families add their modules here.
-BUILTIN_ROUTE_MODULES = (meta, afp, imds, oauth, pam, ica)
+BUILTIN_ROUTE_MODULES = (meta, keys, afp, imds, oauth, pam, ica)
 
 
 class CredenzaApp:
