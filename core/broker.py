@@ -58,6 +58,7 @@ from credenza.models import (
     TokenRecord,
     TokenSpec,
     TokenStore,
+    UpstreamToken,
     utcnow,
 )
 from credenza.secrets import new_token_id
@@ -360,6 +361,26 @@ class Broker:
         self.authorize_manage(principal, record.consumer_id, API_KEY_PROVIDER)
         self._set_revoked(principal, [key_id], revoked=True)
         return record
+
+    def upstream_token(self, principal: Principal, provider: str, scope: str | None = None,
+                       force: bool = False) -> UpstreamToken:
+        """An upstream provider's access token, for a caller with an ``oauth`` grant for it."""
+        self.authorize(principal, "oauth", provider)
+        token = self._hook.credenza_upstream_token(provider=provider, scope=scope, force=force)
+        if token is None:
+            raise NotFound(f"unknown upstream OAuth provider {provider!r}")
+        self._observe("credenza_issued", event=IssuedEvent(
+            principal, "oauth", provider, expires_at=token.expires_at))
+        return token
+
+    def managed_credential(self, principal: Principal, identifier: str) -> str:
+        """A managed upstream credential, for a caller with an ``api-key`` grant for it."""
+        self.authorize(principal, "api-key", identifier)
+        value = self._hook.credenza_managed_credential(identifier=identifier)
+        if value is None:
+            raise NotFound(f"no managed credential {identifier!r}")
+        self._observe("credenza_issued", event=IssuedEvent(principal, "api-key", identifier))
+        return value
 
     def create_api_token(self, user: Principal, client_id: str,
                          provider: str) -> tuple[TokenRecord, str]:

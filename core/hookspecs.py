@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         TokenRecord,
         TokenSpec,
         TokenStore,
+        UpstreamToken,
     )
     from credenza.wsgi.routes import Route
 
@@ -271,6 +272,37 @@ def credenza_jwks() -> Iterable[Mapping[str, Any]]:
         @hookimpl
         def credenza_jwks():
             return [key.public_jwk() for key in keyring.published()]
+    """
+
+
+@hookspec(firstresult=True)
+def credenza_upstream_token(provider: str, scope: str | None, force: bool) -> UpstreamToken | None:
+    """Fetch (or return a cached) access token of the upstream OAuth provider ``provider``.
+
+    Called after the broker has checked the caller's ``oauth`` grant for ``provider``.
+
+    :param provider: the upstream provider's identifier.
+    :param scope: the scope to ask for (None: the provider's default).
+    :param force: skip the cache and fetch anew.
+    :returns: the token, or ``None`` when ``provider`` is not one of this plugin's.
+    :raises credenza.errors.Unavailable: when the upstream endpoint fails.
+
+    Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def credenza_managed_credential(identifier: str) -> str | None:
+    """Return the plaintext of a managed upstream credential (an API key kept encrypted).
+
+    The broker keeps such credentials for its callers. Called after the broker has checked the
+    caller's ``api-key`` grant for ``identifier``. The value is a secret: hand it to the caller,
+    never log it.
+
+    :param identifier: the credential's identifier.
+    :returns: the decrypted value, or ``None`` when this plugin does not hold it.
+
+    Stops at the first non-None result.
     """
 
 

@@ -303,6 +303,16 @@ class IssuedToken:
 
 
 @attrs.frozen
+class UpstreamToken:
+    """An access token fetched from an upstream OAuth provider for callers of this broker."""
+
+    value: str = attrs.field(repr=False)
+    token_type: str
+    scope: str
+    expires_at: dt.datetime = attrs.field(validator=_aware_utc)
+
+
+@attrs.frozen
 class Page:
     """One page of a listing; ``next_token`` is opaque and absent on the last page."""
 

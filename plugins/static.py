@@ -17,6 +17,8 @@ Settings (``[plugins.static]``):
             tokens: {build-bot: [https://api.example.com]}   # provider -> audiences ([] any)
             admin: [build-bot]           # lifecycle rights over everyone's tokens of it
             exchange: [https://idp.example.com]   # RFC 8693: tokens of these issuers
+            oauth: [github]              # upstream OAuth providers' tokens (oauth-upstream)
+            credentials: [vendor-key]    # managed upstream API keys (oauth-upstream)
         api_keys:
           ci-deploy:                     # the key id; the key is "ci-deploy.SECRET"
             sha256: "..."                # `credenza hash-api-key ci-deploy`
@@ -212,8 +214,8 @@ def _grants(value: Any, where: str, via: str) -> tuple[Grant, ...]:
     return tuple(grants)
 
 
-_GRANT_KEYS = frozenset({"groups", "grants", "tokens", "admin", "exchange", "attributes",
-                         "kind"})
+_GRANT_KEYS = frozenset({"groups", "grants", "tokens", "admin", "exchange", "oauth",
+                         "credentials", "attributes", "kind"})
 _USER_KEYS = _GRANT_KEYS | {"password"}
 _KEY_KEYS = _GRANT_KEYS | {"sha256", "principal"}
 _CLIENT_KEYS = _GRANT_KEYS | {"sha256"}
@@ -244,7 +246,11 @@ def _entry(name: str, raw: Any, where: str, allowed: frozenset[str], secret_fiel
               *(Grant("admin", provider, via=via)
                 for provider in _strings(raw.get("admin"), f"{where}.admin")),
               *(Grant("exchange", issuer, via=via)
-                for issuer in _strings(raw.get("exchange"), f"{where}.exchange")))
+                for issuer in _strings(raw.get("exchange"), f"{where}.exchange")),
+              *(Grant("oauth", provider, via=via)
+                for provider in _strings(raw.get("oauth"), f"{where}.oauth")),
+              *(Grant("api-key", identifier, via=via)
+                for identifier in _strings(raw.get("credentials"), f"{where}.credentials")))
     return Entry(
         principal=_expect(raw.get("principal", name), str, f"{where}.principal", "a string"),
         kind=kind,

@@ -32,8 +32,8 @@ def broker_for(tmp_path: Path, yaml_text: str, *extra: object, **static: object)
      "users.alice.password: expected a hash from `credenza hash-password` (plain passwords are "
      "not accepted)"),
     ("users: {alice: {pasword: x}}", "users.alice: unknown key 'pasword' (known: admin, "
-                                     "attributes, exchange, grants, groups, kind, password, "
-                                     "tokens)"),
+                                     "attributes, credentials, exchange, grants, groups, kind, "
+                                     "oauth, password, tokens)"),
     ("users: {alice: {tokens: [p]}}", "users.alice.tokens: expected a mapping of provider -> "
                                       "audiences"),
     ("oauth_clients: {app: {sha256: abc}}", "oauth_clients.app.sha256: expected 64 hex digits"),

@@ -13,9 +13,11 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 import requests
+from cryptography.fernet import Fernet
 
 from credenza.secrets import new_api_key
 from tests.conftest import Server, running_server
+from tests.test_upstream import FakeUpstream
 from tests.tls import make_ca_and_server_cert
 
 INSTANCE = "idaas_test"
@@ -79,17 +81,25 @@ def client_config(tmp: Path, name: str, port: int, secret_var: str) -> Path:
 @pytest.fixture(scope="module")
 def pam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("pam")
+    upstream = FakeUpstream()
+    encryption_key = Fernet.generate_key()
+    vendor_key = Fernet(encryption_key).encrypt(b"VENDOR-KEY-42").decode()
     ca, cert, key = make_ca_and_server_cert(tmp)
     app_secret, app_hash = new_api_key("pam-app")
     admin_secret, admin_hash = new_api_key("pam-admin")
     (tmp / "static.yaml").write_text(f"""
 oauth_clients:
-  pam-app: {{sha256: "{app_hash}", tokens: {{{PROVIDER}: []}}}}
+  pam-app:
+    sha256: "{app_hash}"
+    tokens: {{{PROVIDER}: []}}
+    oauth: [vendor]
+    credentials: [vendor-key]
+    exchange: ["https://credenza.test"]
   pam-admin: {{sha256: "{admin_hash}", tokens: {{{PROVIDER}: []}}, admin: [{PROVIDER}]}}
 """)
     (tmp / "credenza.toml").write_text(f"""
 [credenza]
-plugins = ["static", "jwt", "sql"]
+plugins = ["static", "jwt", "sql", "oauth-upstream"]
 data_dir = "data"
 [server]
 certfile = "{cert}"
@@ -104,6 +114,14 @@ issuers = ["https://credenza.test", "https://ci.credenza.test"]
 audiences = ["https://api.example.com", "https://ci.example.com"]
 default_lifetime_seconds = 3600
 max_lifetime_seconds = 7200
+[plugins.oauth-upstream]
+encryption_key = "{encryption_key.decode()}"
+[plugins.oauth-upstream.providers.vendor]
+token_url = "{upstream.url}"
+client_id = "broker"
+client_secret = "upstream-secret"
+[plugins.oauth-upstream.api_keys]
+vendor-key = "{vendor_key}"
 """)
     with running_server(tmp, ["--config", str(tmp / "credenza.toml")], scheme="https",
                         verify=str(ca)) as server:
@@ -116,6 +134,7 @@ max_lifetime_seconds = 7200
         app.close()
         admin.close()
         assert server.stop() == 0
+    upstream.server.shutdown()
 
 
 def test_the_whole_lifecycle_with_the_real_client(pam: dict[str, Any]) -> None:
@@ -221,3 +240,22 @@ def test_oauth_token_endpoint_answers(pam: dict[str, Any]) -> None:
     discovery = requests.get(server.url + "/.well-known/openid-configuration", verify=ca,
                              timeout=5).json()
     assert discovery["issuer"] == "https://credenza.test"
+
+
+def test_api_keys_upstream_tokens_and_token_exchange(pam: dict[str, Any]) -> None:
+    app = pam["app"]
+    assert app("get_api_key", credential_identifier="vendor-key") == "VENDOR-KEY-42"
+    with pytest.raises(ClientFailed) as refused:
+        app("get_api_key", credential_identifier="someone-elses")
+    assert "pam-app has no grant for api-key someone-elses" in refused.value.message
+    first = app("fetch_oauth_authentication_token", credential_provider_identifier="vendor")
+    second = app("fetch_oauth_authentication_token", credential_provider_identifier="vendor")
+    assert first == second == "up-1"  # fetched once, shared until it nears expiry
+    made = app("generate_jwt_authentication_token", credential_provider_identifier=PROVIDER,
+               subject="workload-9", audiences=["https://api.example.com"])
+    exchanged = app("token_exchange", subject_token=made["jwt_content"]["jwt_value"],
+                    subject_token_type="urn:ietf:params:oauth:token-type:jwt")
+    token = next(value for key, value in exchanged.items()
+                 if key.endswith("access_token") and isinstance(value, str))
+    claims = pyjwt.decode(token, options={"verify_signature": False})
+    assert (claims["sub"], claims["act"]) == ("workload-9", {"sub": "pam-app"})

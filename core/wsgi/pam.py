@@ -183,6 +183,31 @@ def _consumer_action(method: str) -> Any:
     return action
 
 
+def fetch_oauth_token(ctx: RequestContext, instance_id: str) -> Response:
+    """``fetchOAuthAccessToken``: an upstream provider's access token for the caller."""
+    _check_instance(ctx, instance_id)
+    body = ctx.json_body()
+    force = body.get("forceAuthentication") or False
+    if not isinstance(force, bool):
+        raise BadRequest("forceAuthentication must be true or false")
+    token = ctx.broker.upstream_token(ctx.principal(),
+                                      _string(body, "credentialProviderIdentifier"),
+                                      _string(body, "scope", required=False), force)
+    return json_response({"oauthAccessTokenContent": {
+        "accessTokenValue": token.value, "tokenType": token.token_type, "scope": token.scope,
+        "expirationTime": _ms(token.expires_at)}})
+
+
+def obtain_credential(ctx: RequestContext, instance_id: str) -> Response:
+    """``credentials/_/actions/obtain``: a managed upstream API key (get_api_key)."""
+    _check_instance(ctx, instance_id)
+    identifier = _string(dict(ctx.request.args), "credentialIdentifier")
+    value = ctx.broker.managed_credential(ctx.principal(), identifier)
+    return json_response({"credentialId": identifier, "credentialIdentifier": identifier,
+                          "credentialType": "api_key", "status": "enabled",
+                          "credentialContent": {"apiKeyContent": {"apiKey": value}}})
+
+
 BASE = "/v2/<instance_id>/authenticationTokens"
 ACTIONS = f"{BASE}/_/actions"
 COMMON = {400: "Bad request", 401: "No valid access token", 403: "Not granted",
@@ -210,4 +235,8 @@ ROUTES = (
     Route(f"{ACTIONS}/reinstateByConsumer", _consumer_action("reinstate_consumer"),
           methods=("POST",), family=PAM, summary="Reinstate a consumer's tokens (admin)",
           responses=COMMON),
+    Route(f"{ACTIONS}/fetchOAuthAccessToken", fetch_oauth_token, methods=("POST",), family=PAM,
+          summary="An upstream OAuth provider's access token", responses=COMMON),
+    Route("/v2/<instance_id>/credentials/_/actions/obtain", obtain_credential, family=PAM,
+          summary="A managed upstream API key (?credentialIdentifier=)", responses=COMMON),
 )

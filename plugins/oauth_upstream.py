@@ -1,0 +1,189 @@
+"""Plugin ``oauth-upstream``: upstream OAuth access tokens and managed API keys for callers.
+
+Settings (``[plugins.oauth-upstream]``):
+
+``encryption_key``
+    A Fernet key (``env:``/``file:``) that decrypts the managed API keys below; make one with
+    ``credenza upstream new-key`` and encrypt values with ``credenza upstream encrypt``.
+``refresh_before_seconds``
+    Fetch a new upstream token this long before the cached one expires (default 60).
+``[plugins.oauth-upstream.providers.NAME]``
+    ``token_url``, ``client_id``, ``client_secret`` (``env:``/``file:``), ``scope`` (default
+    scope), ``auth_method`` (``client_secret_basic``, default, or ``client_secret_post``).
+``[plugins.oauth-upstream.api_keys]``
+    identifier -> ciphertext (the managed credential, encrypted with ``encryption_key``).
+
+Tokens are fetched with the client-credentials grant and shared by every permitted caller until
+shortly before they expire; one fetch at a time per provider and scope. Callers need an ``oauth``
+grant for the provider (or an ``api-key`` grant for a managed key): the broker checks it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+
+import attrs
+import click
+import urllib3
+from cryptography.fernet import Fernet, InvalidToken
+
+from credenza.config import Section
+from credenza.errors import ConfigError, Unavailable
+from credenza.markers import hookimpl
+from credenza.models import UpstreamToken, utcnow
+
+
+@attrs.frozen
+class UpstreamProvider:
+    """One upstream token endpoint and the broker's client there."""
+
+    name: str
+    token_url: str
+    client_id: str
+    client_secret: str = attrs.field(repr=False)
+    scope: str | None
+    auth_method: str
+
+    @classmethod
+    def from_section(cls, name: str, section: Section) -> UpstreamProvider:
+        provider = cls(
+            name=name,
+            token_url=section.get_str("token_url"),
+            client_id=section.get_str("client_id"),
+            client_secret=section.get_secret("client_secret"),
+            scope=section.get_str("scope", None),
+            auth_method=section.get_str("auth_method", "client_secret_basic", choices=frozenset(
+                {"client_secret_basic", "client_secret_post"})),
+        )
+        if not provider.token_url.startswith(("https://", "http://127.", "http://localhost")):
+            raise section.error("token_url", "must be https (plain http only to loopback)")
+        section.check_unknown()
+        return provider
+
+
+class OAuthUpstream:
+    """Fetches and caches upstream tokens; decrypts managed API keys."""
+
+    def __init__(self, section: Section) -> None:
+        key = section.get_secret("encryption_key", None)
+        try:
+            self.fernet = Fernet(key.encode()) if key else None
+        except ValueError:
+            raise section.error("encryption_key", "not a Fernet key (credenza upstream "
+                                "new-key makes one)") from None
+        self.refresh_before = dt.timedelta(
+            seconds=section.get_int("refresh_before_seconds", 60, min=0, max=3600))
+        providers = section.get_table("providers")
+        self.providers = {name: UpstreamProvider.from_section(name, providers.get_table(name))
+                          for name in providers.values}
+        keys = section.get_table("api_keys")
+        self.api_keys = {identifier: keys.get_str(identifier) for identifier in keys.values}
+        if self.api_keys and self.fernet is None:
+            raise section.error("api_keys", "managed API keys need encryption_key")
+        for identifier, ciphertext in self.api_keys.items():
+            if self._decrypt(ciphertext) is None:
+                raise keys.error(identifier, "cannot be decrypted with encryption_key")
+        self.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=10),
+                                        retries=False)
+        self._cache: dict[tuple[str, str | None], UpstreamToken] = {}
+        self._locks: dict[tuple[str, str | None], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _decrypt(self, ciphertext: str) -> str | None:
+        """The plaintext, or None when this key cannot decrypt it."""
+        if self.fernet is None:
+            return None
+        try:
+            return self.fernet.decrypt(ciphertext.encode()).decode()
+        except (InvalidToken, ValueError):
+            return None
+
+    @hookimpl
+    def credenza_managed_credential(self, identifier: str) -> str | None:
+        ciphertext = self.api_keys.get(identifier)
+        if ciphertext is None:
+            return None
+        value = self._decrypt(ciphertext)
+        if value is None:  # checked at start: only a changed key file gets here
+            raise Unavailable(f"managed credential {identifier!r} cannot be decrypted")
+        return value
+
+    @hookimpl
+    def credenza_upstream_token(self, provider: str, scope: str | None,
+                                force: bool) -> UpstreamToken | None:
+        upstream = self.providers.get(provider)
+        if upstream is None:
+            return None
+        key = (provider, scope or upstream.scope)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one fetch at a time per provider and scope
+            cached = self._cache.get(key)
+            if not force and cached and cached.expires_at - utcnow() > self.refresh_before:
+                return cached
+            token = self._fetch(upstream, key[1])
+            self._cache[key] = token
+            return token
+
+    def _fetch(self, upstream: UpstreamProvider, scope: str | None) -> UpstreamToken:
+        fields = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+        headers = {"Accept": "application/json"}
+        if upstream.auth_method == "client_secret_basic":
+            headers.update(urllib3.make_headers(
+                basic_auth=f"{upstream.client_id}:{upstream.client_secret}"))
+        else:
+            fields.update(client_id=upstream.client_id, client_secret=upstream.client_secret)
+        try:
+            response = self.http.request("POST", upstream.token_url, fields=fields,
+                                         headers=headers, encode_multipart=False)
+        except urllib3.exceptions.HTTPError as exc:
+            raise Unavailable(f"cannot reach upstream provider {upstream.name}: "
+                              f"{type(exc).__name__}", retry_after=10) from None
+        if response.status != 200:
+            raise Unavailable(f"upstream provider {upstream.name} answered HTTP "
+                              f"{response.status}", retry_after=10)
+        try:
+            body = json.loads(response.data)
+            value = str(body["access_token"])
+            lifetime = int(body.get("expires_in", 300))
+        except (ValueError, KeyError, TypeError):
+            raise Unavailable(f"upstream provider {upstream.name} answered without a usable "
+                              "access_token") from None
+        return UpstreamToken(value, str(body.get("token_type", "Bearer")),
+                             str(body.get("scope", scope or "")),
+                             utcnow() + dt.timedelta(seconds=lifetime))
+
+    @hookimpl
+    def credenza_commands(self, cli: click.Group) -> None:
+        @cli.group(name="upstream")
+        def upstream() -> None:
+            """Upstream OAuth tokens and managed API keys."""
+
+        @upstream.command(name="new-key")
+        def new_key() -> None:
+            """Print a new encryption_key (keep it secret, e.g. in a file: reference)."""
+            click.echo(Fernet.generate_key().decode())
+
+        @upstream.command(name="encrypt")
+        def encrypt() -> None:
+            """Encrypt a credential read from standard input with encryption_key."""
+            if self.fernet is None:
+                raise ConfigError("[plugins.oauth-upstream] encryption_key is not set")
+            click.echo(self.fernet.encrypt(click.get_text_stream("stdin").read()
+                                           .strip().encode()).decode())
+
+        @upstream.command(name="token")
+        @click.argument("provider")
+        @click.option("--scope")
+        def token(provider: str, scope: str | None) -> None:
+            """Print an access token of PROVIDER (local administration)."""
+            found = self.credenza_upstream_token(provider, scope, force=False)
+            if found is None:
+                raise click.BadParameter(f"unknown provider {provider!r}")
+            click.echo(found.value)
+
+    @hookimpl
+    def credenza_shutdown(self) -> None:
+        self.http.clear()

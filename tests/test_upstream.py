@@ -1,0 +1,181 @@
+"""oauth-upstream: upstream access tokens (cached, shared by permitted callers) and managed API
+keys, through the IDaaS PAM API."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from werkzeug.test import Client
+
+from credenza.broker import Broker
+from credenza.errors import ConfigError
+from credenza.secrets import new_api_key
+from credenza.wsgi import make_app
+
+
+class FakeUpstream:
+    """An upstream OAuth token endpoint (the external provider cannot run here)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, str]] = []
+        self.failing = False
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                form["authorization"] = self.headers.get("Authorization", "")
+                fake.calls.append(form)
+                if fake.failing:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                body = json.dumps({"access_token": f"up-{len(fake.calls)}", "expires_in": 3600,
+                                   "token_type": "Bearer", "scope": form.get("scope", "")})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream()
+    yield fake
+    fake.server.shutdown()
+
+
+def config(tmp_path: Path, upstream: FakeUpstream, key: str, ciphertext: str) -> dict[str, Any]:
+    return {
+        "credenza": {"plugins": ["static", "jwt", "sql", "oauth-upstream"],
+                     "data_dir": str(tmp_path / "data")},
+        "plugins": {
+            "static": {"files": [str(tmp_path / "static.yaml")]}, "jwt": {}, "sql": {},
+            "oauth-upstream": {
+                "encryption_key": key,
+                "providers": {"vendor": {"token_url": upstream.url, "client_id": "broker",
+                                         "client_secret": "upstream-secret",
+                                         "scope": "read"}},
+                "api_keys": {"vendor-key": ciphertext},
+            },
+        },
+    }
+
+
+@pytest.fixture
+def pam(tmp_path: Path, upstream: FakeUpstream) -> dict[str, Any]:
+    key = Fernet.generate_key().decode()
+    ciphertext = Fernet(key.encode()).encrypt(b"VENDOR-API-KEY-123").decode()
+    app, app_hash = new_api_key("app")
+    other, other_hash = new_api_key("other")
+    (tmp_path / "static.yaml").write_text(f"""
+oauth_clients:
+  app: {{sha256: "{app_hash}", oauth: [vendor, ghost], credentials: [vendor-key, nothing]}}
+  other: {{sha256: "{other_hash}"}}
+""")
+    client = Client(make_app(Broker.from_config(config(tmp_path, upstream, key, ciphertext))))
+
+    def bearer(name: str, secret: str) -> dict[str, str]:
+        token = client.post("/oauth2/token", auth=(name, secret), data={
+            "grant_type": "client_credentials", "scope": "urn:cloud:idaas:pam"}).get_json()
+        return {"Authorization": f"Bearer {token['access_token']}"}
+
+    return {"client": client, "app": bearer("app", app), "other": bearer("other", other)}
+
+
+FETCH = "/v2/credenza/authenticationTokens/_/actions/fetchOAuthAccessToken"
+OBTAIN = "/v2/credenza/credentials/_/actions/obtain"
+
+
+def test_upstream_tokens_are_fetched_once_and_shared(pam: dict[str, Any],
+                                                     upstream: FakeUpstream) -> None:
+    client = pam["client"]
+    first = client.post(FETCH, json={"credentialProviderIdentifier": "vendor"},
+                        headers=pam["app"])
+    assert first.status_code == 200
+    content = first.get_json()["oauthAccessTokenContent"]
+    assert (content["accessTokenValue"], content["tokenType"], content["scope"]) == (
+        "up-1", "Bearer", "read")
+    again = client.post(FETCH, json={"credentialProviderIdentifier": "vendor"},
+                        headers=pam["app"]).get_json()
+    assert again["oauthAccessTokenContent"]["accessTokenValue"] == "up-1"
+    assert len(upstream.calls) == 1
+    call = upstream.calls[0]
+    assert call["grant_type"] == "client_credentials" and call["scope"] == "read"
+    assert call["authorization"] == "Basic " + base64.b64encode(
+        b"broker:upstream-secret").decode()
+    forced = client.post(FETCH, json={"credentialProviderIdentifier": "vendor",
+                                      "forceAuthentication": True}, headers=pam["app"])
+    assert forced.get_json()["oauthAccessTokenContent"]["accessTokenValue"] == "up-2"
+
+
+def test_upstream_refusals_and_failures(pam: dict[str, Any], upstream: FakeUpstream) -> None:
+    client = pam["client"]
+    ungranted = client.post(FETCH, json={"credentialProviderIdentifier": "vendor"},
+                            headers=pam["other"])
+    assert ungranted.status_code == 403
+    assert ungranted.get_json()["error_description"] == "other has no grant for oauth vendor"
+    unknown = client.post(FETCH, json={"credentialProviderIdentifier": "ghost"},
+                          headers=pam["app"])
+    assert unknown.status_code == 404
+    upstream.failing = True
+    down = client.post(FETCH, json={"credentialProviderIdentifier": "vendor",
+                                    "forceAuthentication": True}, headers=pam["app"])
+    assert down.status_code == 503
+    assert down.get_json()["error_description"] == "upstream provider vendor answered HTTP 500"
+
+
+def test_managed_api_keys(pam: dict[str, Any]) -> None:
+    client = pam["client"]
+    got = client.get(f"{OBTAIN}?credentialIdentifier=vendor-key", headers=pam["app"])
+    assert got.status_code == 200
+    assert got.get_json()["credentialContent"]["apiKeyContent"]["apiKey"] == "VENDOR-API-KEY-123"
+    assert client.get(f"{OBTAIN}?credentialIdentifier=vendor-key",
+                      headers=pam["other"]).status_code == 403
+    assert client.get(f"{OBTAIN}?credentialIdentifier=nothing",
+                      headers=pam["app"]).status_code == 404
+    assert client.get(OBTAIN, headers=pam["app"]).status_code == 400
+
+
+def test_configuration_errors(tmp_path: Path, upstream: FakeUpstream) -> None:
+    (tmp_path / "static.yaml").write_text("{}")
+    key = Fernet.generate_key().decode()
+    wrong = Fernet(Fernet.generate_key()).encrypt(b"x").decode()
+    with pytest.raises(ConfigError, match=r"\[plugins.oauth-upstream.api_keys\] vendor-key: "
+                                          "cannot be decrypted with encryption_key"):
+        Broker.from_config(config(tmp_path, upstream, key, wrong))
+    with pytest.raises(ConfigError, match=r"encryption_key: not a Fernet key"):
+        Broker.from_config(config(tmp_path, upstream, "short", wrong))
+
+
+def test_cli_makes_keys_and_encrypts(tmp_path: Path) -> None:
+    def cli(*args: str, stdin: str = "") -> str:
+        return subprocess.run([sys.executable, "-m", "credenza", "--config",
+                               str(tmp_path / "c.toml"), "upstream", *args], input=stdin,
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+
+    (tmp_path / "c.toml").write_text("[credenza]\nplugins = ['oauth-upstream']\n")
+    key = cli("new-key").strip()
+    (tmp_path / "c.toml").write_text("[credenza]\nplugins = ['oauth-upstream']\n"
+                                     f"[plugins.oauth-upstream]\nencryption_key = '{key}'\n")
+    ciphertext = cli("encrypt", stdin="top-secret\n").strip()
+    assert Fernet(key.encode()).decrypt(ciphertext.encode()) == b"top-secret"
