@@ -1,0 +1,259 @@
+"""``credenza.client.Auth``: short-lived JWTs from a client id and a long-lived refresh token.
+
+The semantics of the Descartes Labs client (protocols/descartes-auth.md), against credenza's
+``POST /token``:
+
+* credentials come from the arguments, then ``CREDENZA_TOKEN``, ``CREDENZA_CLIENT_ID``,
+  ``CREDENZA_CLIENT_SECRET`` (``CREDENZA_REFRESH_TOKEN`` is the same thing),
+  ``CREDENZA_TOKEN_INFO_PATH``, then the token_info file (``~/.credenza/token_info.json``;
+  ``token_info_path=None`` disables it); ``CREDENZA_URL`` names the broker;
+* a cached JWT is used until ``leeway`` seconds before it expires, and only for the same client
+  id; a refresh retries 429 and 5xx answers with randomized exponential backoff, honouring
+  ``Retry-After``; if every try fails while the cached JWT is still valid, that one is returned;
+* the token_info file is written atomically (a temporary file renamed), mode 0600 in a 0700
+  directory, under a lock: two processes refreshing at once cause one request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import requests
+
+DEFAULT_TOKEN_INFO_PATH = Path("~/.credenza/token_info.json")
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_UNSET: Any = object()
+
+
+class AuthError(Exception):
+    """Credentials are missing, wrong, or no token could be obtained."""
+
+
+class OAuthError(AuthError):
+    """The token endpoint refused the credentials or answered something unusable."""
+
+
+class Auth:
+    """A client id and refresh token, turned into short-lived JWTs on demand."""
+
+    def __init__(self, url: str | None = None, client_id: str | None = None,
+                 client_secret: str | None = None, refresh_token: str | None = None,
+                 jwt_token: str | None = None, token_info_path: Any = _UNSET,
+                 leeway: int = 500, retries: int = 5,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        env = os.environ
+        if refresh_token and client_secret and refresh_token != client_secret:
+            warnings.warn("refresh_token and client_secret differ: using refresh_token",
+                          stacklevel=2)
+        secret = (refresh_token or client_secret or env.get("CREDENZA_REFRESH_TOKEN")
+                  or env.get("CREDENZA_CLIENT_SECRET"))
+        self.client_id = client_id or env.get("CREDENZA_CLIENT_ID")
+        self.refresh_token = secret
+        self._token = jwt_token or env.get("CREDENZA_TOKEN")
+        if token_info_path is _UNSET:
+            token_info_path = env.get("CREDENZA_TOKEN_INFO_PATH") or DEFAULT_TOKEN_INFO_PATH
+        self.token_info_path = Path(token_info_path).expanduser() if token_info_path else None
+        self.url = (url or env.get("CREDENZA_URL") or "http://127.0.0.1:8080").rstrip("/")
+        self.leeway, self.retries, self.sleep = leeway, retries, sleep
+        self.session = requests.Session()
+        self._merge_token_info()
+
+    # -- the token_info file --------------------------------------------------------------------
+
+    def _read_info(self) -> dict[str, Any]:
+        if self.token_info_path is None:
+            return {}
+        try:
+            data = json.loads(self.token_info_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _merge_token_info(self) -> None:
+        info = self._read_info()
+        if not info:
+            return
+        given = self.client_id is not None or self.refresh_token is not None
+        same = (info.get("client_id") == self.client_id
+                and info.get("refresh_token", info.get("client_secret")) == self.refresh_token)
+        if not given:
+            self.client_id = info.get("client_id")
+            self.refresh_token = info.get("refresh_token") or info.get("client_secret")
+        if (not given or same) and self._token is None:
+            self._token = info.get("jwt_token")
+
+    def _write_info(self) -> None:
+        path = self.token_info_path
+        if path is None:
+            return
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = {"client_id": self.client_id, "client_secret": self.refresh_token,
+                "refresh_token": self.refresh_token, "jwt_token": self._token}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".token_info.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:  # mkstemp makes it 0600
+                json.dump(info, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialize refreshes of one token_info file across processes."""
+        if self.token_info_path is None:
+            yield
+            return
+        self.token_info_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_path = self.token_info_path.with_name(self.token_info_path.name + ".lock")
+        with open(lock_path, "a") as lock:
+            os.chmod(lock_path, 0o600)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def _usable(self, token: str | None, margin: int) -> bool:
+        if not token:
+            return False
+        try:
+            payload = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return False
+        if self.client_id and payload.get("aud") != self.client_id:
+            return False
+        return float(payload.get("exp", 0)) - margin > time.time()
+
+    @property
+    def token(self) -> str:
+        """A JWT valid for at least ``leeway`` more seconds (fetched when needed)."""
+        if self._usable(self._token, self.leeway):
+            return str(self._token)
+        if not self.client_id or not self.refresh_token:
+            if self._usable(self._token, 0):
+                return str(self._token)
+            raise AuthError("no valid token and no client id and refresh token to get one "
+                            "(credenza login, or CREDENZA_CLIENT_ID and CREDENZA_CLIENT_SECRET)")
+        with self._locked():
+            # another process may have refreshed the file while this one waited
+            info = self._read_info()
+            if (info.get("client_id") == self.client_id
+                    and self._usable(info.get("jwt_token"), self.leeway)):
+                self._token = info["jwt_token"]
+                return str(self._token)
+            try:
+                self._token = self._fetch()
+            except OAuthError:
+                raise
+            except AuthError:
+                if self._usable(self._token, 0):  # a transient failure: still valid, use it
+                    return str(self._token)
+                raise
+            self._write_info()
+        return str(self._token)
+
+    def _fetch(self) -> str:
+        body = {"client_id": self.client_id, "grant_type": "refresh_token",
+                "refresh_token": self.refresh_token}
+        last = "no answer"
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.session.post(f"{self.url}/token", json=body, timeout=30)
+            except requests.RequestException as exc:
+                last = f"{type(exc).__name__}"
+            else:
+                if response.status_code == 200:
+                    token = response.json().get("access_token")
+                    if not token:
+                        raise OAuthError("the token endpoint answered without an access_token")
+                    return str(token)
+                if response.status_code not in RETRY_STATUSES:
+                    raise OAuthError(f"could not get a token: {response.status_code} "
+                                     f"{_reason(response)}")
+                last = f"{response.status_code} {_reason(response)}"
+                retry_after = response.headers.get("Retry-After", "")
+                if attempt < self.retries and retry_after.isdigit():
+                    self.sleep(min(float(retry_after), 60.0))
+                    continue
+            if attempt < self.retries:
+                self.sleep(min(10.0, 0.5 * 2 ** attempt) * (0.5 + random.random() / 2))  # noqa: S311
+        raise AuthError(f"could not get a token after {self.retries + 1} attempts: {last}")
+
+    # -- what the token says --------------------------------------------------------------------
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The claims of the current token (not verified: the broker signed it for others)."""
+        return jwt.decode(self.token, options={"verify_signature": False})
+
+    @property
+    def namespace(self) -> str:
+        """The caller's namespace: the SHA-1 of its subject, as the Descartes client has it."""
+        return hashlib.sha1(str(self.payload["sub"]).encode()).hexdigest()  # noqa: S324
+
+    @property
+    def all_acl_subjects(self) -> list[str]:
+        """ACL subjects: user, email, org and the groups without another org's prefix."""
+        payload = self.payload
+        subjects = [f"user:{self.namespace}"]
+        if payload.get("email"):
+            subjects.append(f"email:{str(payload['email']).lower()}")
+        org = payload.get("org")
+        if org:
+            subjects.append(f"org:{org}")
+        for group in payload.get("groups") or []:
+            if ":" not in group or (org and group.startswith(f"{org}:")):
+                subjects.append(f"group:{group}")
+        return subjects
+
+    @property
+    def all_owner_acl_subjects(self) -> list[str]:
+        """Owner subjects: the user, orgs it administers, resources it administers."""
+        owners = [f"user:{self.namespace}"]
+        for group in self.payload.get("groups") or []:
+            if group.endswith(":org-admin"):
+                owners.append(f"org:{group.rsplit(':', 1)[0]}")
+            elif group.endswith(":resource-admin"):
+                owners.append(f"access-id:{group.rsplit(':', 1)[0]}")
+        return owners
+
+
+def _reason(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("error_description") or body.get("detail") or body)[:200]
+
+
+_default: Auth | None = None
+
+
+def get_default_auth() -> Auth:
+    """The process-wide Auth (made from the environment and token_info file when first asked)."""
+    global _default
+    if _default is None:
+        _default = Auth()
+    return _default
+
+
+def set_default_auth(auth: Auth | None) -> None:
+    """Replace the process-wide Auth (None: make a new one next time)."""
+    global _default
+    _default = auth
