@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import importlib
 import os
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -123,3 +125,30 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...
         return site
 
     return install
+
+
+def write_token_server_config(directory: Path, static_yaml: str, providers: str) -> Path:
+    """``credenza.toml`` for a token server: static users from ``static_yaml``, the jwt plugin
+    with the given ``[plugins.jwt.providers.*]`` tables, and the SQLite store."""
+    (directory / "static.yaml").write_text(textwrap.dedent(static_yaml))
+    config = directory / "credenza.toml"
+    config.write_text(textwrap.dedent("""
+        [credenza]
+        plugins = ["static", "jwt", "sql"]
+        data_dir = "data"
+        [plugins.static]
+        files = ["static.yaml"]
+        [plugins.jwt]
+        issuer = "https://credenza.test"
+        """) + textwrap.dedent(providers))
+    return config
+
+
+def serve_on_loopback(handler: type[http.server.BaseHTTPRequestHandler]
+                      ) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve ``handler`` on a free loopback port in a daemon thread; (server, base URL).
+    The caller shuts it down."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"

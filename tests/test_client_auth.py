@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import jwt as pyjwt
 import pytest
 
 from credenza.client import Auth, AuthError, OAuthError
-from tests.conftest import Server, running_server
+from tests.conftest import Server, running_server, serve_on_loopback, write_token_server_config
 
 CLIENT = "cli-app"
 
@@ -56,31 +55,19 @@ class FaultProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.url = serve_on_loopback(Handler)
 
 
 @pytest.fixture(scope="module")
 def broker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("client")
-    (tmp / "static.yaml").write_text("""
-users:
-  alice:
-    groups: ["acme:org-admin", ops]
-    tokens: {dl: []}
-    attributes: {name: Alice, email: Alice@Example.com, org: acme}
-""")
-    config = tmp / "credenza.toml"
-    config.write_text("""
-[credenza]
-plugins = ["static", "jwt", "sql"]
-data_dir = "data"
-[plugins.static]
-files = ["static.yaml"]
-[plugins.jwt.providers.dl]
-default_lifetime_seconds = 3600
-""")
+    config = write_token_server_config(tmp, """
+        users:
+          alice:
+            groups: ["acme:org-admin", ops]
+            tokens: {dl: []}
+            attributes: {name: Alice, email: Alice@Example.com, org: acme}
+        """, "[plugins.jwt.providers.dl]\ndefault_lifetime_seconds = 3600\n")
     with running_server(tmp, ["--config", str(config)]) as server:
         made = subprocess.run([sys.executable, "-m", "credenza", "--config", str(config),
                                "api-token", "alice", "--client", CLIENT, "--provider", "dl"],

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Server, running_server
+from tests.conftest import ROOT, Server, running_server, write_token_server_config
 
 VENV = ROOT / ".tox" / "descarteslabs-venv"
 CLIENT = "dl-cli"
@@ -50,26 +50,14 @@ def descartes_python() -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("descartes")
-    (tmp / "static.yaml").write_text("""
-users:
-  alice:
-    groups: ["acme:org-admin", engineering, "other:thing"]
-    tokens: {dl: []}
-    attributes: {name: Alice Example, email: Alice@Example.com, org: acme}
-  bob: {}
-""")
-    config = tmp / "credenza.toml"
-    config.write_text("""
-[credenza]
-plugins = ["static", "jwt", "sql"]
-data_dir = "data"
-[plugins.static]
-files = ["static.yaml"]
-[plugins.jwt]
-issuer = "https://credenza.test"
-[plugins.jwt.providers.dl]
-default_lifetime_seconds = 3600
-""")
+    config = write_token_server_config(tmp, """
+        users:
+          alice:
+            groups: ["acme:org-admin", engineering, "other:thing"]
+            tokens: {dl: []}
+            attributes: {name: Alice Example, email: Alice@Example.com, org: acme}
+          bob: {}
+        """, "[plugins.jwt.providers.dl]\ndefault_lifetime_seconds = 3600\n")
     with running_server(tmp, ["--config", str(config)]) as running:
         made = subprocess.run([sys.executable, "-m", "credenza", "--config", str(config),
                                "api-token", "alice", "--client", CLIENT, "--provider", "dl",

@@ -12,7 +12,7 @@ from libica.openapi import v2, v3
 from libica.openapi.v2.api.token_api import TokenApi as TokenApiV2
 
 from credenza.secrets import new_api_key
-from tests.conftest import Server, running_server
+from tests.conftest import Server, running_server, write_token_server_config
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def ica(tmp_path_factory: pytest.TempPathFactory, password_hash: str) -> Iterato
     tmp = tmp_path_factory.mktemp("ica")
     key, key_hash = new_api_key("alice-bot")
     client_secret, client_hash = new_api_key("portal")
-    (tmp / "static.yaml").write_text(f"""
+    write_token_server_config(tmp, f"""
 users:
   alice: {{password: "{password_hash}", tokens: {{ica: []}}, attributes: {{tenants: [genomics]}}}}
   bob:
@@ -33,18 +33,7 @@ api_keys:
   alice-bot: {{sha256: "{key_hash}", principal: alice-bot, tokens: {{ica: []}}}}
 oauth_clients:
   portal: {{sha256: "{client_hash}", tokens: {{ica: []}}}}
-""")
-    (tmp / "credenza.toml").write_text("""
-[credenza]
-plugins = ["static", "jwt", "sql"]
-data_dir = "data"
-[plugins.static]
-files = ["static.yaml"]
-[plugins.jwt]
-issuer = "https://credenza.test"
-[plugins.jwt.providers.ica]
-audiences = ["ica"]
-""")
+""", '[plugins.jwt.providers.ica]\naudiences = ["ica"]\n')
     with running_server(tmp, ["--config", str(tmp / "credenza.toml")]) as server:
         yield {"server": server, "key": key, "client_secret": client_secret}
         assert server.stop() == 0

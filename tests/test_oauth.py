@@ -16,6 +16,7 @@ from werkzeug.test import Client
 from credenza.broker import Broker
 from credenza.secrets import new_api_key
 from credenza.wsgi import make_app
+from tests.conftest import serve_on_loopback
 
 SCOPE = "urn:cloud:idaas:pam|.all"
 
@@ -172,7 +173,6 @@ class FakeIdentityProvider:
 
     def __init__(self) -> None:
         import http.server
-        import threading
 
         from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -190,9 +190,7 @@ class FakeIdentityProvider:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.issuer = serve_on_loopback(Handler)
 
     def token(self, key: object = None, **claims: object) -> str:
         now = int(time.time())

@@ -8,7 +8,6 @@ import http.server
 import json
 import subprocess
 import sys
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from credenza.broker import Broker
 from credenza.errors import ConfigError
 from credenza.secrets import new_api_key
 from credenza.wsgi import make_app
+from tests.conftest import serve_on_loopback
 
 
 class FakeUpstream:
@@ -52,9 +52,8 @@ class FakeUpstream:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        self.server, base = serve_on_loopback(Handler)
+        self.url = f"{base}/token"
 
 
 @pytest.fixture
