@@ -73,7 +73,8 @@ def broker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
                                "api-token", "alice", "--client", CLIENT, "--provider", "dl"],
                               capture_output=True, text=True, check=True, timeout=60)
         secret = made.stdout.split("client_secret: ")[1].split()[0]
-        yield {"server": server, "secret": secret}
+        blob = made.stdout.split("login blob: ")[1].split()[0]
+        yield {"server": server, "secret": secret, "blob": blob}
         assert server.stop() == 0
 
 
@@ -181,3 +182,39 @@ def test_two_processes_refreshing_one_file_make_one_request(proxy: FaultProxy, t
     assert tokens[0] == tokens[1] and tokens[0]
     assert proxy.token_calls == 1
     assert json.loads(info.read_text())["jwt_token"] == tokens[0]
+
+
+def credenza_cli(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDENZA_")}
+    return subprocess.run([sys.executable, "-m", "credenza", *args], input=stdin,
+                          capture_output=True, text=True, timeout=60,
+                          env={**env, "HOME": str(home)})
+
+
+def test_login_token_and_logout(broker_server: dict[str, Any], tmp_path: Path) -> None:
+    logged_in = credenza_cli(tmp_path, "login", "--url", broker_server["server"].url,
+                             stdin=broker_server["blob"] + "\n")
+    assert logged_in.returncode == 0, logged_in.stderr
+    assert logged_in.stdout.strip() == "Welcome, Alice!"
+    info = tmp_path / ".credenza" / "token_info.json"
+    assert info.stat().st_mode & 0o777 == 0o600
+    assert json.loads(info.read_text())["url"] == broker_server["server"].url
+    printed = credenza_cli(tmp_path, "token")  # the URL comes from the stored file
+    assert printed.returncode == 0, printed.stderr
+    assert pyjwt.decode(printed.stdout.strip(), options={"verify_signature": False})["aud"] \
+        == CLIENT
+    assert credenza_cli(tmp_path, "logout").stdout.strip() == "Logged out."
+    assert not info.exists()
+    assert credenza_cli(tmp_path, "logout").stdout.strip() == "Not logged in."
+    missing = credenza_cli(tmp_path, "token")
+    assert missing.returncode == 1 and "no valid token and no client id" in missing.stderr
+
+
+def test_login_refusals(broker_server: dict[str, Any], tmp_path: Path) -> None:
+    garbled = credenza_cli(tmp_path, "login", stdin="not a blob\n")
+    assert garbled.returncode == 2 and "that is not an API token blob" in garbled.stderr
+    wrong = credenza_cli(tmp_path, "login", "--url", broker_server["server"].url,
+                         "--client-id", CLIENT, stdin="ak_wrong.secret\n")
+    assert wrong.returncode == 1
+    assert "login failed: could not get a token: 401" in wrong.stderr
+    assert not (tmp_path / ".credenza" / "token_info.json").exists()

@@ -14,6 +14,7 @@ import attrs
 import click
 
 from credenza.cli.aws import aws
+from credenza.cli.client import login, logout, token
 from credenza.cli.keys import (
     api_keys_group,
     api_token_command,
@@ -108,6 +109,9 @@ cli.add_command(hash_password_command)
 cli.add_command(hash_api_key_command)
 cli.add_command(api_token_command)
 cli.add_command(api_keys_group)
+cli.add_command(login)
+cli.add_command(logout)
+cli.add_command(token)
 CORE_COMMANDS = frozenset(cli.commands)
 
 

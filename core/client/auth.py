@@ -65,7 +65,8 @@ class Auth:
         if token_info_path is _UNSET:
             token_info_path = env.get("CREDENZA_TOKEN_INFO_PATH") or DEFAULT_TOKEN_INFO_PATH
         self.token_info_path = Path(token_info_path).expanduser() if token_info_path else None
-        self.url = (url or env.get("CREDENZA_URL") or "http://127.0.0.1:8080").rstrip("/")
+        self.url = (url or env.get("CREDENZA_URL") or self._read_info().get("url")
+                    or "http://127.0.0.1:8080").rstrip("/")
         self.leeway, self.retries, self.sleep = leeway, retries, sleep
         self.session = requests.Session()
         self._merge_token_info()
@@ -100,7 +101,7 @@ class Auth:
             return
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = {"client_id": self.client_id, "client_secret": self.refresh_token,
-                "refresh_token": self.refresh_token, "jwt_token": self._token}
+                "refresh_token": self.refresh_token, "jwt_token": self._token, "url": self.url}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".token_info.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as fh:  # mkstemp makes it 0600
@@ -139,6 +140,13 @@ class Auth:
         if self.client_id and payload.get("aud") != self.client_id:
             return False
         return float(payload.get("exp", 0)) - margin > time.time()
+
+    def logout(self) -> bool:
+        """Forget the stored credentials (the token_info file); True if there was one."""
+        if self.token_info_path is None or not self.token_info_path.exists():
+            return False
+        self.token_info_path.unlink()
+        return True
 
     @property
     def token(self) -> str:
