@@ -14,7 +14,7 @@ import urllib.parse
 from werkzeug.wrappers import Response
 
 from credenza.errors import BadRequest, CredenzaError, Forbidden, InvalidGrant, Unauthenticated
-from credenza.models import BasicCredentials, IdentityRequest
+from credenza.models import BasicCredentials, IdentityRequest, IssuedToken
 from credenza.wsgi.routes import JSON, Family, RequestContext, Route, json_response
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URI
@@ -139,17 +139,21 @@ def token(ctx: RequestContext) -> Response:
         if principal.attributes.get("refresh_tokens") == "rotate":
             refresh, family = ctx.broker.issue_refresh_token(principal, audiences, scope)
         issued = ctx.broker.issue_access_token(principal, audiences, scope, family)
+    return token_answer(issued, scope=scope, **({"refresh_token": refresh} if refresh else {}),
+                        **extra)
+
+
+def token_answer(issued: IssuedToken, **fields: str) -> Response:
+    """A successful token response: the token, its lifetime as ``expires_in`` and ``expires_at``
+    (epoch seconds, which some clients cache by), and ``fields``; never cached."""
     record = issued.record
-    body = {
+    response = json_response({
         "access_token": issued.value,
         "token_type": "Bearer",
         "expires_in": int((record.expires_at - record.issued_at).total_seconds()),
         "expires_at": int(record.expires_at.timestamp()),
-        "scope": scope,
-        **({"refresh_token": refresh} if refresh else {}),
-        **extra,
-    }
-    response = json_response(body)
+        **fields,
+    })
     response.headers["Pragma"] = "no-cache"
     return response
 
@@ -164,13 +168,7 @@ def token_json(ctx: RequestContext) -> Response:
     client_id, api_token = body.get("client_id"), body.get("refresh_token")
     if not isinstance(client_id, str) or not isinstance(api_token, str):
         raise BadRequest("client_id and refresh_token are required strings")
-    issued = ctx.broker.exchange_api_token(client_id, api_token)
-    record = issued.record
-    return json_response({
-        "access_token": issued.value, "token_type": "Bearer",
-        "expires_in": int((record.expires_at - record.issued_at).total_seconds()),
-        "expires_at": int(record.expires_at.timestamp()),
-    })
+    return token_answer(ctx.broker.exchange_api_token(client_id, api_token))
 
 
 def introspect(ctx: RequestContext) -> Response:
