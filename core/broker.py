@@ -41,6 +41,7 @@ from credenza.models import (
     API_TOKEN_PROVIDER,
     REFRESH_TOKEN_LIFETIME,
     REFRESH_TOKEN_PROVIDER,
+    REGISTERED_CLAIMS,
     WILDCARD,
     Account,
     AwsCredentials,
@@ -489,11 +490,10 @@ class Broker:
                             "one with the key")
         consumer = self.enrich(Principal(record.consumer_id, source="refresh",
                                          kind=record.creator_type))
-        registered = {"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
         spec = TokenSpec(provider, str(record.claims["sub"]), _audiences(record.claims),
                          issuer=str(record.claims["iss"]),
                          custom_claims={k: v for k, v in record.claims.items()
-                                        if k not in registered},
+                                        if k not in REGISTERED_CLAIMS},
                          consumer_type=record.consumer_type, consumer_id=record.consumer_id)
         return self.issue_token(consumer, spec)
 

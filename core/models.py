@@ -321,6 +321,9 @@ class Page:
     total_count: int | None = None
 
 
+# The JWT claims RFC 7519 registers: set by the issuer, never by a caller's custom claims.
+REGISTERED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti"})
+
 # The provider names under which OAuth access and refresh tokens for this broker's own API are
 # recorded.
 ACCESS_TOKEN_PROVIDER = "credenza-access"  # noqa: S105 - a provider name

@@ -60,6 +60,7 @@ from credenza.errors import BadRequest, ConfigError, Unauthenticated, Unavailabl
 from credenza.markers import hookimpl
 from credenza.models import (
     ACCESS_TOKEN_PROVIDER,
+    REGISTERED_CLAIMS,
     IdentityRequest,
     IssuedToken,
     Principal,
@@ -71,7 +72,6 @@ from credenza.secrets import key_file, new_token_id, private_directory
 
 NAME = "jwt"
 ALGORITHMS = ("ES256", "RS256", "EdDSA")
-REGISTERED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti"})
 MAX_TOKEN_BYTES = 8192
 SHORT_PREFIX = "st_"
 
