@@ -32,6 +32,8 @@ from typing import Any
 import jwt
 import requests
 
+from credenza.secrets import private_directory
+
 DEFAULT_TOKEN_INFO_PATH = Path("~/.credenza/token_info.json")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _UNSET: Any = object()
@@ -99,7 +101,7 @@ class Auth:
         path = self.token_info_path
         if path is None:
             return
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_directory(path.parent)
         info = {"client_id": self.client_id, "client_secret": self.refresh_token,
                 "refresh_token": self.refresh_token, "jwt_token": self._token, "url": self.url}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".token_info.", suffix=".tmp")
@@ -118,7 +120,7 @@ class Auth:
         if self.token_info_path is None:
             yield
             return
-        self.token_info_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_directory(self.token_info_path.parent)
         lock_path = self.token_info_path.with_name(self.token_info_path.name + ".lock")
         with open(lock_path, "a") as lock:
             os.chmod(lock_path, 0o600)
