@@ -22,6 +22,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from credenza.secrets import hash_password, new_api_key
+from tests.conftest import serve_on_loopback
 
 STS_ERROR = ('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
              "<Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error>"
@@ -83,10 +84,7 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.url = serve_on_loopback(Handler)
 
     def reset(self) -> None:
         """Back to forwarding everything, with no calls recorded."""
@@ -122,10 +120,8 @@ class FakeSignin:
                 self.end_headers()
                 self.wfile.write(payload.encode())
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/federation"
+        self.server, base = serve_on_loopback(Handler)
+        self.url = f"{base}/federation"
 
 
 @pytest.fixture(scope="session")
