@@ -15,7 +15,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,6 +34,7 @@ from credenza.errors import (
 from credenza.loader import PluginManager, load_plugins
 from credenza.models import (
     ACCESS_TOKEN_PROVIDER,
+    ACCOUNT_NAME,
     API_KEY_PREFIX,
     API_KEY_PROVIDER,
     API_TOKEN_LIFETIME,
@@ -42,6 +42,7 @@ from credenza.models import (
     REFRESH_TOKEN_LIFETIME,
     REFRESH_TOKEN_PROVIDER,
     REGISTERED_CLAIMS,
+    ROLE_NAME,
     WILDCARD,
     Account,
     AwsCredentials,
@@ -60,15 +61,14 @@ from credenza.models import (
     TokenSpec,
     TokenStore,
     UpstreamToken,
+    claim_audiences,
     utcnow,
+    valid_account_name,
+    valid_role_name,
 )
 from credenza.secrets import new_token_id
 
 log = logging.getLogger(__name__)
-
-# ASCII only: look-alike letters, path separators and dot segments never name anything.
-ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 
 
 class Broker:
@@ -180,7 +180,7 @@ class Broker:
 
         :raises BadRequest: for a name no account could have. :raises NotFound: for an unknown one.
         """
-        if not ACCOUNT_NAME.match(name) or not name.strip("."):
+        if not valid_account_name(name):
             raise BadRequest(f"{name!r} is not a valid account name ({ACCOUNT_NAME.pattern})")
         try:
             return self.accounts()[name]
@@ -210,7 +210,7 @@ class Broker:
         :raises NotFound: unknown account. :raises Forbidden: no grant.
         :raises NotConfigured: no enabled plugin issues AWS credentials.
         """
-        if not ROLE_NAME.match(role) or not role.strip("."):  # "." and ".." are path segments
+        if not valid_role_name(role):
             raise BadRequest(f"{role!r} is not a valid IAM role name ({ROLE_NAME.pattern})")
         account = self.account(account_name)
         grant = self.authorize(principal, "aws", account.name, role)
@@ -321,7 +321,7 @@ class Broker:
                                "tokens) is revoked")
         if record.expired():
             raise InvalidGrant("the refresh token has expired")
-        audiences = _audiences(record.claims)
+        audiences = claim_audiences(record.claims)
         scope = str(record.claims.get("scope", ""))
         access = self.issue_access_token(principal, audiences, scope, family)
         new_refresh, _ = self.issue_refresh_token(principal, audiences, scope, family)
@@ -490,7 +490,7 @@ class Broker:
                             "one with the key")
         consumer = self.enrich(Principal(record.consumer_id, source="refresh",
                                          kind=record.creator_type))
-        spec = TokenSpec(provider, str(record.claims["sub"]), _audiences(record.claims),
+        spec = TokenSpec(provider, str(record.claims["sub"]), claim_audiences(record.claims),
                          issuer=str(record.claims["iss"]),
                          custom_claims={k: v for k, v in record.claims.items()
                                         if k not in REGISTERED_CLAIMS},
@@ -650,12 +650,6 @@ class Broker:
             except Exception:
                 log.exception("observer %s of plugin %s failed", hook_name, impl.plugin_name)
 
-
-
-def _audiences(claims: Mapping[str, Any]) -> frozenset[str]:
-    """The ``aud`` claim as a set, whether it is one string or a list."""
-    aud = claims.get("aud") or ()
-    return frozenset([aud] if isinstance(aud, str) else aud)
 
 
 def _fingerprint(query: TokenQuery) -> str:

@@ -182,6 +182,22 @@ class Grant:
 
 
 PARTITIONS = frozenset({"aws", "aws-us-gov", "aws-cn"})
+# ASCII only: look-alike letters, path separators and dot segments never name anything. Clients
+# check names too, before they put them into a URL path.
+ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
+
+
+def valid_account_name(name: str) -> bool:
+    """Whether ``name`` could name an account of the catalogue."""
+    return bool(ACCOUNT_NAME.match(name))
+
+
+def valid_role_name(name: str) -> bool:
+    """Whether ``name`` is an IAM role name (without a path), and not a dot segment."""
+    return bool(ROLE_NAME.match(name)) and bool(name.strip("."))
+
+
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
 _ROLE_PATH = re.compile(r"^/([\x21-\x7e]+/)*$")
 
@@ -323,6 +339,12 @@ class Page:
 
 # The JWT claims RFC 7519 registers: set by the issuer, never by a caller's custom claims.
 REGISTERED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti"})
+
+
+def claim_audiences(claims: Mapping[str, Any]) -> frozenset[str]:
+    """The ``aud`` claim as a set, whether it is one string or a list."""
+    aud = claims.get("aud") or ()
+    return frozenset([aud] if isinstance(aud, str) else aud)
 
 # The provider names under which OAuth access and refresh tokens for this broker's own API are
 # recorded.

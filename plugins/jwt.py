@@ -26,7 +26,15 @@ Settings (``[plugins.jwt]``):
 ``[plugins.jwt.providers.NAME]``
     One credential provider: ``issuers`` (allowlist, the first is the default), ``audiences``
     (allowed; empty allows any unreserved one), ``default_lifetime_seconds``,
-    ``max_lifetime_seconds``, ``algorithm`` (``ES256`` default, ``RS256``, ``EdDSA``).
+    ``max_lifetime_seconds``, ``algorithm`` (``ES256`` default, ``RS256``, ``EdDSA``),
+    ``identity`` (default false; see below).
+
+An identity provider (``identity = true``) issues the JWTs this broker's own clients hold: its
+tokens identify their subject, as a user, on this broker's API (``credenza login`` turns an API
+token into them). Because such a token is as good as its subject's password, an identity
+provider needs an ``audiences`` allowlist (the client ids), which no other provider may issue
+for, and it only issues tokens whose subject is the caller itself. The audiences of access tokens
+(``api_audiences``) are likewise never issued by a provider.
 
 Keys rotate through three states: ``next`` (published in the JWKS, not signing yet), ``active``
 (signing) and ``retiring`` (published until the last token it signed has expired). Verification
@@ -56,7 +64,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from credenza.config import Section
-from credenza.errors import BadRequest, ConfigError, Unauthenticated, Unavailable
+from credenza.errors import BadRequest, ConfigError, Forbidden, Unauthenticated, Unavailable
 from credenza.markers import hookimpl
 from credenza.models import (
     ACCESS_TOKEN_PROVIDER,
@@ -66,6 +74,7 @@ from credenza.models import (
     Principal,
     TokenRecord,
     TokenSpec,
+    claim_audiences,
     utcnow,
 )
 from credenza.secrets import key_file, new_token_id, private_directory
@@ -308,6 +317,7 @@ class Provider:
     default_lifetime: int
     max_lifetime: int
     algorithm: str
+    identity: bool = False
 
     @classmethod
     def from_section(cls, identifier: str, section: Section, default_issuer: str) -> Provider:
@@ -321,7 +331,11 @@ class Provider:
                                              min=60, max=max_lifetime),
             max_lifetime=max_lifetime,
             algorithm=section.get_str("algorithm", "ES256", choices=frozenset(ALGORITHMS)),
+            identity=section.get_bool("identity", False),
         )
+        if provider.identity and not provider.audiences:
+            raise section.error("identity", "an identity provider needs an audiences allowlist: "
+                                "its tokens identify their subject on this broker")
         section.check_unknown()
         return provider
 
@@ -350,10 +364,20 @@ class JwtIssuer:
             name: Provider.from_section(name, providers.get_table(name), self.issuer)
             for name in providers.values
         }
+        # audience -> the identity provider it belongs to
+        self.identity_audiences = {audience: name for name, provider in self.providers.items()
+                                   if provider.identity for audience in provider.audiences}
         for name, provider in self.providers.items():
             for audience in provider.audiences:
                 if self._reserved(audience):
                     raise providers.error(name, f"audience {audience!r} uses a reserved prefix")
+                if audience in self.api_audiences:
+                    raise providers.error(name, f"audience {audience!r} is one of api_audiences, "
+                                                "which only access tokens have")
+                owner = self.identity_audiences.get(audience, name)
+                if owner != name:
+                    raise providers.error(name, f"audience {audience!r} belongs to identity "
+                                                f"provider {owner!r}")
         self.keyring = Keyring(key_dir, {p.algorithm for p in self.providers.values()} | {"ES256"})
 
     def _reserved(self, audience: str) -> bool:
@@ -380,9 +404,18 @@ class JwtIssuer:
 
     def _spec_claims(self, principal: Principal, spec: TokenSpec,
                      provider: Provider) -> tuple[dict[str, Any], dt.datetime, dt.datetime]:
+        if provider.identity and spec.subject != principal.name:
+            raise Forbidden(f"{provider.identifier!r} is an identity provider: its tokens are "
+                            "only issued to their subject")
         for audience in spec.audiences:
             if self._reserved(audience):
                 raise BadRequest(f"audience {audience!r} uses a reserved prefix")
+            if audience in self.api_audiences:
+                raise BadRequest(f"audience {audience!r} is reserved for this broker's access "
+                                 "tokens")
+            owner = self.identity_audiences.get(audience, provider.identifier)
+            if owner != provider.identifier:
+                raise BadRequest(f"audience {audience!r} belongs to identity provider {owner!r}")
             if provider.audiences and audience not in provider.audiences:
                 raise BadRequest(f"audience {audience!r} is not allowed for provider "
                                  f"{provider.identifier!r}")
@@ -541,10 +574,17 @@ class JwtIssuer:
 
     @hookimpl
     def credenza_identify(self, request: IdentityRequest) -> Principal | None:
-        """Bearer access tokens from ``/oauth2/token`` identify their client."""
+        """Bearer access tokens from ``/oauth2/token`` identify their client; tokens of an
+        identity provider identify their subject (the broker refuses revoked ones of both)."""
         if request.bearer is None or request.bearer.count(".") != 2:
             return None
-        claims = self.verify(request.bearer, audiences=self.api_audiences)
+        claims = self.verify(request.bearer,
+                             audiences=self.api_audiences | self.identity_audiences.keys())
+        audiences = claim_audiences(claims)
+        if not audiences & self.api_audiences:
+            # Only the identity provider issues for its audiences (checked at issue and start).
+            return Principal(claims["sub"], source=NAME, kind="user",
+                             attributes={"token_id": claims["jti"]})
         if claims.get("token_use") != "access":
             raise Unauthenticated("this token is not an access token for this broker")
         kind = claims.get("client_kind", "client")

@@ -20,7 +20,7 @@ from werkzeug.test import Client
 
 from credenza import hookimpl
 from credenza.broker import Broker
-from credenza.errors import Conflict, Forbidden, Unauthenticated
+from credenza.errors import BadRequest, ConfigError, Conflict, Forbidden, Unauthenticated
 from credenza.models import Grant, Principal, TokenSpec
 from credenza.plugins.sql import tokens
 from credenza.wsgi import make_app
@@ -251,3 +251,65 @@ def test_revocation_and_reinstatement_are_audited(tmp_path: Path) -> None:
     with pytest.raises(Conflict, match="has expired and cannot be reinstated"):
         broker.reinstate_token(root, expired.value)
     assert broker.reinstate_consumer(root, "ci", "build-bot") == 0  # expired ones stay revoked
+
+
+CLI_CLIENT = "credenza-cli"
+API = "https://broker.example.com"  # access tokens' audience, outside the reserved prefixes
+
+
+def identity_broker(tmp_path: Path, **providers: dict[str, Any]) -> Broker:
+    return Broker.from_config({
+        "credenza": {"plugins": ["jwt", "sql"], "data_dir": str(tmp_path / "data")},
+        "plugins": {"jwt": {"issuer": ISSUER, "api_audiences": [API], "providers": {
+            "cli": {"audiences": [CLI_CLIENT], "identity": True},
+            "build-bot": {}, **providers}}, "sql": {}},
+    }, plugins=[Grants(), IdentityGrants()])
+
+
+class IdentityGrants:
+    @hookimpl
+    def credenza_grants(self, principal):
+        return [Grant("token", "cli")]
+
+
+def test_identity_provider_tokens_identify_their_subject_until_revoked(tmp_path: Path) -> None:
+    broker = identity_broker(tmp_path)
+    client = Client(make_app(broker))
+    alice = Principal("alice", source="test")
+    issued = broker.issue_token(alice, TokenSpec("cli", "alice", [CLI_CLIENT],
+                                                 custom_claims={"groups": ["admins"]}))
+    auth = {"Authorization": f"Bearer {issued.value}"}
+    me = client.get("/v1/whoami", headers=auth).get_json()
+    # the subject, as a user; the groups claim is the token holder's word and counts for nothing
+    assert (me["name"], me["kind"], me["groups"]) == ("alice", "user", [])
+    broker.revoke_token(alice, issued.value)
+    refused = client.get("/v1/whoami", headers=auth)
+    assert refused.status_code == 401 and "revoked" in refused.get_json()["detail"]
+    # Tokens of an ordinary provider identify nobody, whatever their audience.
+    other = broker.issue_token(alice, TokenSpec("build-bot", "alice", ["elsewhere"]))
+    assert client.get("/v1/whoami", headers={
+        "Authorization": f"Bearer {other.value}"}).status_code == 401
+
+
+def test_identity_tokens_are_only_issued_to_their_subject(tmp_path: Path) -> None:
+    broker = identity_broker(tmp_path)
+    alice = Principal("alice", source="test")
+    with pytest.raises(Forbidden, match="only issued to their subject"):
+        broker.issue_token(alice, TokenSpec("cli", "root", [CLI_CLIENT]))
+    # Nor can a provider with an open audience list mint a token that would pass for one.
+    with pytest.raises(BadRequest, match="belongs to identity provider 'cli'"):
+        broker.issue_token(CI, TokenSpec("build-bot", "root", [CLI_CLIENT]))
+    with pytest.raises(BadRequest, match="reserved for this broker's access tokens"):
+        broker.issue_token(CI, TokenSpec("build-bot", "root", [API],
+                                         custom_claims={"token_use": "access"}))
+
+
+@pytest.mark.parametrize(("providers", "error"), [
+    ({"cli": {"identity": True}}, "needs an audiences allowlist"),
+    ({"copy": {"audiences": [CLI_CLIENT]}}, "belongs to identity provider 'cli'"),
+    ({"api": {"audiences": [API]}}, "is one of api_audiences"),
+])
+def test_identity_audiences_belong_to_one_provider(tmp_path: Path, providers: dict[str, Any],
+                                                   error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        identity_broker(tmp_path, **providers)
