@@ -251,6 +251,19 @@ class AwsOptions:
     callback_url: str | None = None
 
 
+AWS_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def aws_timestamp(moment: dt.datetime) -> str:
+    """The timestamp format of AWS metadata, credential_process and afp-core."""
+    return moment.astimezone(dt.UTC).strftime(AWS_TIMESTAMP_FORMAT)
+
+
+def parse_aws_timestamp(text: str) -> dt.datetime:
+    """The moment an :func:`aws_timestamp` names. :raises ValueError: for anything else."""
+    return dt.datetime.strptime(text, AWS_TIMESTAMP_FORMAT).replace(tzinfo=dt.UTC)
+
+
 @attrs.frozen
 class AwsCredentials:
     """Temporary AWS credentials."""

@@ -77,7 +77,7 @@ from credenza.models import (
     claim_audiences,
     utcnow,
 )
-from credenza.secrets import key_file, new_token_id, private_directory
+from credenza.secrets import key_file, new_token_id, private_directory, write_private_file
 
 NAME = "jwt"
 ALGORITHMS = ("ES256", "RS256", "EdDSA")
@@ -231,11 +231,7 @@ class Keyring:
     def _write(self) -> None:
         entries = {k.kid: {"alg": k.alg, "state": k.state, "created_at": k.created_at,
                            "retire_after": k.retire_after} for k in self._keys.values()}
-        tmp = self.index.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(entries, fh, indent=2, sort_keys=True)
-        os.replace(tmp, self.index)
+        write_private_file(self.index, json.dumps(entries, indent=2, sort_keys=True))
         self._loaded_mtime = self.index.stat().st_mtime
 
     def _fresh(self) -> dict[str, SigningKey]:

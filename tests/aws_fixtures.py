@@ -179,6 +179,7 @@ users:
   alice:
     password: "{password}"
     groups: [ops]
+    tokens: {{cli: []}}
     attributes: {{department: platform, email: alice@example.com}}
   bob:
     password: "{password}"
@@ -203,11 +204,13 @@ accounts:
 
 def write_aws_config(tmp_path: Path, sts: FaultProxy, signin: FakeSignin, password_hash: str,
                      container_key: tuple[str, str], *, environ_field: str | None = None,
-                     aws_sts: str = "", server: str = "") -> Path:
-    """A configuration with static users/keys/accounts and aws-sts pointed at the fault proxy."""
+                     aws_sts: str = "", server: str = "", jwt: str = "") -> Path:
+    """A configuration with static users/keys/accounts and aws-sts pointed at the fault proxy;
+    with ``jwt`` (the body of ``[plugins.jwt]``), the jwt and sql plugins too."""
     (tmp_path / "static.yaml").write_text(STATIC_YAML.format(
         password=password_hash, key_hash=container_key[1]))
-    plugins = ["static", *(["environ"] if environ_field else []), "aws-sts"]
+    plugins = ["static", *(["environ"] if environ_field else []), "aws-sts",
+               *(["jwt", "sql"] if jwt else [])]
     environ = (f'[plugins.environ]\nfield = "{environ_field}"\nkind = "machine"\n'
                if environ_field else "")
     config = tmp_path / "credenza.toml"
@@ -232,5 +235,7 @@ callback_urls = ["https://intranet.example.com/aws/"]
 max_attempts = 2
 timeout_seconds = 1
 {aws_sts}
+{"[plugins.jwt]" if jwt else ""}
+{jwt}
 """)
     return config

@@ -163,3 +163,38 @@ def test_loading_twice_in_one_process_is_independent() -> None:
     request = IdentityRequest(environ={"REMOTE_USER": "alice", "REMOTE_ADDR": "10.0.0.1"})
     assert first.hook.credenza_identify(request=request).name == "alice"
     assert second.hook.credenza_identify(request=request).name == "10.0.0.1"
+
+
+def test_core_commands_start_without_loading_plugins(plugin_dist: PluginDist,
+                                                    tmp_path: Path) -> None:
+    loaded = tmp_path / "loaded"
+    site = plugin_dist("loud", {"loud": "loud_plugin"}, {"loud_plugin.py": f"""
+        open({str(loaded)!r}, "a").write("loaded\\n")
+        from credenza import hookimpl
+        @hookimpl
+        def credenza_commands(cli):
+            @cli.command()
+            def hello():
+                print("hello")
+    """})
+    config = tmp_path / "c.toml"
+    config.write_text('[credenza]\nplugins = ["loud"]\n')
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin",
+           "CREDENZA_TOKEN_INFO_PATH": str(tmp_path / "none.json")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "credenza", "--config", str(config), *args],
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    # a client command has no use for the server's plugins: none is imported
+    logout = run("logout")
+    assert (logout.returncode, logout.stdout, logout.stderr) == (0, "Not logged in.\n", "")
+    assert not loaded.exists()
+    hello = run("hello")
+    assert (hello.returncode, hello.stdout, loaded.read_text()) == (0, "hello\n", "loaded\n")
+    # a plugin's command explains why it is missing when the plugins cannot load
+    config.write_text('[credenza]\nplugins = ["no-such-plugin"]\n')
+    missing = run("hello")
+    assert missing.returncode == 2
+    assert "no such command 'hello'; plugin commands are not available" in missing.stderr
+    assert "no-such-plugin" in missing.stderr

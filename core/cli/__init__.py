@@ -1,11 +1,15 @@
-"""The ``credenza`` command line: a thin front end over the Broker.
+"""The ``credenza`` command line: a thin front end over the Broker and the client.
 
-Core commands live in the modules of this package; enabled plugins add theirs through the
-``credenza_commands`` hook, for the configuration in effect (``--config`` or ``$CREDENZA_CONFIG``).
+Core commands live in the modules of this package and are imported when used: a client command
+such as ``credenza aws creds`` (an AWS SDK's credential_process) starts without the server's
+code. Enabled plugins add their commands through the ``credenza_commands`` hook, for the
+configuration in effect (``--config`` or ``$CREDENZA_CONFIG``); plugins are loaded only when the
+command is not a core one (or for the command list).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -13,18 +17,24 @@ from collections.abc import Sequence
 import attrs
 import click
 
-from credenza.cli.aws import aws
-from credenza.cli.client import login, logout, token
-from credenza.cli.keys import (
-    api_keys_group,
-    api_token_command,
-    hash_api_key_command,
-    hash_password_command,
-)
-from credenza.cli.serve import serve
+from credenza.client.errors import AuthError, BrokerError
 from credenza.config import CONFIG_ENV, Config
 from credenza.errors import ConfigError, CredenzaError
 from credenza.loader import PluginInfo, installed_plugins, load_plugins
+
+# name -> "module:attribute", imported when the command runs (or help lists it)
+LAZY_COMMANDS = {
+    "serve": "credenza.cli.serve:serve",
+    "aws": "credenza.cli.aws:aws",
+    "hash-password": "credenza.cli.keys:hash_password_command",
+    "hash-api-key": "credenza.cli.keys:hash_api_key_command",
+    "api-token": "credenza.cli.keys:api_token_command",
+    "api-keys": "credenza.cli.keys:api_keys_group",
+    "login": "credenza.cli.client:login",
+    "logout": "credenza.cli.client:logout",
+    "token": "credenza.cli.client:token",
+    "accounts": "credenza.cli.client:accounts",
+}
 
 
 @attrs.frozen
@@ -39,14 +49,24 @@ class CliState:
 
 
 class CredenzaGroup(click.Group):
-    """A group that explains a missing command when plugin commands could not be loaded."""
+    """A group that imports core commands when they are used, and explains a missing command
+    when plugin commands could not be loaded."""
 
     plugin_error: str | None = None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
-        if args and self.plugin_error and args[0] not in self.commands:
+        if args and self.plugin_error and args[0] not in CORE_COMMANDS | set(self.commands):
             raise click.UsageError(f"no such command {args[0]!r}; plugin commands are not "
                                    f"available: {self.plugin_error}", ctx)
         return super().resolve_command(ctx, args)
@@ -103,16 +123,7 @@ def config_check(file: str) -> None:
     click.echo(f"{loaded.source}: OK (plugins: {names}; data directory: {loaded.data_dir})")
 
 
-cli.add_command(serve)
-cli.add_command(aws)
-cli.add_command(hash_password_command)
-cli.add_command(hash_api_key_command)
-cli.add_command(api_token_command)
-cli.add_command(api_keys_group)
-cli.add_command(login)
-cli.add_command(logout)
-cli.add_command(token)
-CORE_COMMANDS = frozenset(cli.commands)
+CORE_COMMANDS = frozenset(cli.commands) | LAZY_COMMANDS.keys()
 
 
 def _add_plugin_commands(group: CredenzaGroup, argv: Sequence[str]) -> None:
@@ -120,7 +131,9 @@ def _add_plugin_commands(group: CredenzaGroup, argv: Sequence[str]) -> None:
     for name in set(group.commands) - CORE_COMMANDS:
         del group.commands[name]
     group.plugin_error = None
-    path = _config_path_from(argv)
+    path, command = _read_ahead(argv)
+    if command in CORE_COMMANDS:
+        return
     try:
         pm = load_plugins(Config.load(path))
     except ConfigError as exc:
@@ -129,16 +142,19 @@ def _add_plugin_commands(group: CredenzaGroup, argv: Sequence[str]) -> None:
     pm.hook.credenza_commands(cli=group)
 
 
-def _config_path_from(argv: Sequence[str]) -> str | None:
-    """``--config`` as click will see it, read ahead so plugin commands can be added first."""
-    for index, arg in enumerate(argv):
-        if arg == "--":
-            break
-        if arg == "--config" and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
+def _read_ahead(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    """``--config`` and the command name as click will see them, read ahead so plugin commands
+    can be added first (and only when they may be wanted)."""
+    path = None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--config":
+            path = next(args, None)
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        elif arg == "--" or not arg.startswith("-"):
+            return path, next(args, None) if arg == "--" else arg
+    return path, None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -152,4 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
     except CredenzaError as exc:
         click.echo(f"credenza: {exc.title.lower()}: {exc.detail}", err=True)
+        sys.exit(1)
+    except (AuthError, BrokerError) as exc:
+        click.echo(f"credenza: {exc}", err=True)
         sys.exit(1)

@@ -1,4 +1,7 @@
-"""Client commands: ``credenza login``, ``logout`` and ``token`` (credenza.client.Auth)."""
+"""Client commands: ``credenza login``, ``logout``, ``token`` and ``accounts``
+(credenza.client).
+
+The AWS ones are ``credenza aws ...`` (credenza.cli.aws)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import sys
 
 import click
 
-from credenza.client import Auth, AuthError
+from credenza.client import Auth, AuthError, list_accounts
 
 
 def _read_blob(blob: str) -> dict[str, str]:
@@ -59,7 +62,18 @@ def logout() -> None:
 @click.command()
 def token() -> None:
     """Print a valid token (refreshed when needed)."""
-    try:
-        click.echo(Auth().token)
-    except AuthError as exc:
-        raise click.ClickException(str(exc)) from None
+    click.echo(Auth().token)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def accounts(as_json: bool) -> None:
+    """The AWS accounts and roles you may use."""
+    found = list_accounts()
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("No accounts.", err=True)
+    for name, account in found.items():
+        click.echo(f"{name:<24} {account.get('id') or '-':<12}  {', '.join(account['roles'])}")

@@ -6,7 +6,8 @@ The semantics of the Descartes Labs client (protocols/descartes-auth.md), agains
 * credentials come from the arguments, then ``CREDENZA_TOKEN``, ``CREDENZA_CLIENT_ID``,
   ``CREDENZA_CLIENT_SECRET`` (``CREDENZA_REFRESH_TOKEN`` is the same thing),
   ``CREDENZA_TOKEN_INFO_PATH``, then the token_info file (``~/.credenza/token_info.json``;
-  ``token_info_path=None`` disables it); ``CREDENZA_URL`` names the broker;
+  ``token_info_path=None`` disables it); ``CREDENZA_URL`` names the broker, ``CREDENZA_RETRIES``
+  how often a failed request is retried (5);
 * a cached JWT is used until ``leeway`` seconds before it expires, and only for the same client
   id; a refresh retries 429 and 5xx answers with randomized exponential backoff, honouring
   ``Retry-After``; if every try fails while the cached JWT is still valid, that one is returned;
@@ -16,35 +17,27 @@ The semantics of the Descartes Labs client (protocols/descartes-auth.md), agains
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
-import random
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jwt
 import requests
 
-from credenza.secrets import private_directory
+from credenza.client.errors import AuthError, BrokerError, OAuthError
+from credenza.client.transport import RETRY_STATUSES, reason, send
+from credenza.secrets import private_directory, write_private_file
 
 DEFAULT_TOKEN_INFO_PATH = Path("~/.credenza/token_info.json")
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _UNSET: Any = object()
-
-
-class AuthError(Exception):
-    """Credentials are missing, wrong, or no token could be obtained."""
-
-
-class OAuthError(AuthError):
-    """The token endpoint refused the credentials or answered something unusable."""
 
 
 class Auth:
@@ -53,7 +46,7 @@ class Auth:
     def __init__(self, url: str | None = None, client_id: str | None = None,
                  client_secret: str | None = None, refresh_token: str | None = None,
                  jwt_token: str | None = None, token_info_path: Any = _UNSET,
-                 leeway: int = 500, retries: int = 5,
+                 leeway: int = 500, retries: int | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         env = os.environ
         if refresh_token and client_secret and refresh_token != client_secret:
@@ -69,7 +62,8 @@ class Auth:
         self.token_info_path = Path(token_info_path).expanduser() if token_info_path else None
         self.url = (url or env.get("CREDENZA_URL") or self._read_info().get("url")
                     or "http://127.0.0.1:8080").rstrip("/")
-        self.leeway, self.retries, self.sleep = leeway, retries, sleep
+        self.leeway, self.sleep = leeway, sleep
+        self.retries = retries if retries is not None else _int_env("CREDENZA_RETRIES", 5)
         self.session = requests.Session()
         self._merge_token_info()
 
@@ -98,21 +92,11 @@ class Auth:
             self._token = info.get("jwt_token")
 
     def _write_info(self) -> None:
-        path = self.token_info_path
-        if path is None:
+        if self.token_info_path is None:
             return
-        private_directory(path.parent)
         info = {"client_id": self.client_id, "client_secret": self.refresh_token,
                 "refresh_token": self.refresh_token, "jwt_token": self._token, "url": self.url}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".token_info.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:  # mkstemp makes it 0600
-                json.dump(info, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_private_file(self.token_info_path, json.dumps(info))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -133,15 +117,15 @@ class Auth:
     # -- tokens ---------------------------------------------------------------------------------
 
     def _usable(self, token: str | None, margin: int) -> bool:
-        if not token:
-            return False
-        try:
-            payload = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
+        payload = _claims(token) if token else None
+        if payload is None:
             return False
         if self.client_id and payload.get("aud") != self.client_id:
             return False
-        return float(payload.get("exp", 0)) - margin > time.time()
+        try:
+            return float(payload.get("exp", 0)) - margin > time.time()
+        except (TypeError, ValueError):
+            return False
 
     def logout(self) -> bool:
         """Forget the stored credentials (the token_info file); True if there was one."""
@@ -155,25 +139,34 @@ class Auth:
         """A JWT valid for at least ``leeway`` more seconds (fetched when needed)."""
         if self._usable(self._token, self.leeway):
             return str(self._token)
+        return self._refresh(force=False)
+
+    def refresh(self) -> str:
+        """A new JWT now, in place of the current one (which the broker may have refused)."""
+        return self._refresh(force=True)
+
+    def _refresh(self, force: bool) -> str:
+        stale = self._token
         if not self.client_id or not self.refresh_token:
-            if self._usable(self._token, 0):
-                return str(self._token)
+            if not force and self._usable(stale, 0):
+                return str(stale)
             raise AuthError("no valid token and no client id and refresh token to get one "
                             "(credenza login, or CREDENZA_CLIENT_ID and CREDENZA_CLIENT_SECRET)")
         with self._locked():
             # another process may have refreshed the file while this one waited
             info = self._read_info()
-            if (info.get("client_id") == self.client_id
-                    and self._usable(info.get("jwt_token"), self.leeway)):
-                self._token = info["jwt_token"]
-                return str(self._token)
+            cached = info.get("jwt_token")
+            if (info.get("client_id") == self.client_id and cached != stale
+                    and self._usable(cached, self.leeway)):
+                self._token = cached
+                return str(cached)
             try:
                 self._token = self._fetch()
             except OAuthError:
                 raise
             except AuthError:
-                if self._usable(self._token, 0):  # a transient failure: still valid, use it
-                    return str(self._token)
+                if not force and self._usable(stale, 0):  # transient failure: still valid
+                    return str(stale)
                 raise
             self._write_info()
         return str(self._token)
@@ -181,36 +174,54 @@ class Auth:
     def _fetch(self) -> str:
         body = {"client_id": self.client_id, "grant_type": "refresh_token",
                 "refresh_token": self.refresh_token}
-        last = "no answer"
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.session.post(f"{self.url}/token", json=body, timeout=30)
-            except requests.RequestException as exc:
-                last = f"{type(exc).__name__}"
-            else:
-                if response.status_code == 200:
-                    token = response.json().get("access_token")
-                    if not token:
-                        raise OAuthError("the token endpoint answered without an access_token")
-                    return str(token)
-                if response.status_code not in RETRY_STATUSES:
-                    raise OAuthError(f"could not get a token: {response.status_code} "
-                                     f"{_reason(response)}")
-                last = f"{response.status_code} {_reason(response)}"
-                retry_after = response.headers.get("Retry-After", "")
-                if attempt < self.retries and retry_after.isdigit():
-                    self.sleep(min(float(retry_after), 60.0))
-                    continue
-            if attempt < self.retries:
-                self.sleep(min(10.0, 0.5 * 2 ** attempt) * (0.5 + random.random() / 2))  # noqa: S311
-        raise AuthError(f"could not get a token after {self.retries + 1} attempts: {last}")
+        try:
+            response = send(self.session, "POST", f"{self.url}/token", json=body,
+                            retries=self.retries, sleep=self.sleep)
+        except requests.RequestException as exc:
+            raise AuthError(f"could not get a token after {self.retries + 1} attempts: "
+                            f"{type(exc).__name__}") from None
+        if response.status_code in RETRY_STATUSES:
+            raise AuthError(f"could not get a token after {self.retries + 1} attempts: "
+                            f"{response.status_code} {reason(response)}")
+        if response.status_code != 200:
+            raise OAuthError(f"could not get a token: {response.status_code} {reason(response)}")
+        token = response.json().get("access_token")
+        if not token:
+            raise OAuthError("the token endpoint answered without an access_token")
+        return str(token)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """``method path`` at the broker with this token (retried like a refresh). A refused
+        token is replaced once, in case it was revoked or signed with a key since retired.
+
+        :raises BrokerError: for any answer that is not a success or a redirect.
+        :raises AuthError: when no token can be had.
+        """
+        response = self._send(method, path, self.token, **kwargs)
+        if response.status_code == 401 and self.client_id and self.refresh_token:
+            response = self._send(method, path, self.refresh(), **kwargs)
+        if response.status_code >= 400:
+            raise BrokerError(response.status_code, reason(response))
+        return response
+
+    def _send(self, method: str, path: str, token: str, **kwargs: Any) -> requests.Response:
+        headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token}"}
+        try:
+            return send(self.session, method, f"{self.url}{path}", headers=headers,
+                        retries=self.retries, sleep=self.sleep, allow_redirects=False, **kwargs)
+        except requests.RequestException as exc:
+            raise BrokerError(503, f"cannot reach the broker at {self.url}: "
+                                   f"{type(exc).__name__}") from None
 
     # -- what the token says --------------------------------------------------------------------
 
     @property
     def payload(self) -> dict[str, Any]:
         """The claims of the current token (not verified: the broker signed it for others)."""
-        return jwt.decode(self.token, options={"verify_signature": False})
+        payload = _claims(self.token)
+        if payload is None:
+            raise AuthError("the token is not a JWT")
+        return payload
 
     @property
     def namespace(self) -> str:
@@ -244,12 +255,23 @@ class Auth:
         return owners
 
 
-def _reason(response: requests.Response) -> str:
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise AuthError(f"{name} must be a whole number, got {raw!r}")
+    return int(raw)
+
+
+def _claims(token: str) -> dict[str, Any] | None:
+    """A JWT's payload, unverified (the client only reads what the broker wrote for others)."""
     try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    return str(body.get("error_description") or body.get("detail") or body)[:200]
+        segment = token.split(".")[1]
+        payload = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 _default: Auth | None = None

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response
 
 from credenza.broker import Broker
 from credenza.errors import BadRequest, Forbidden, NotFound, Unauthenticated
-from credenza.models import Account, AwsCredentials, AwsOptions, Principal
+from credenza.models import Account, AwsCredentials, AwsOptions, Principal, aws_timestamp
 from credenza.secrets import key_file
 from credenza.wsgi.routes import Family, RequestContext, Route, json_response
 
@@ -34,14 +34,6 @@ MAX_TOKEN_TTL = 21600
 # botocore treats credentials with less than ~15 minutes left as expiring and pretends they last
 # longer: metadata clients always get at least 30 minutes.
 METADATA_MIN_REMAINING = dt.timedelta(minutes=30)
-EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def aws_timestamp(moment: dt.datetime) -> str:
-    """The timestamp format AWS metadata and afp-core use."""
-    return moment.astimezone(dt.UTC).strftime(EXPIRATION_FORMAT)
-
-
 def metadata_credentials(credentials: AwsCredentials) -> dict[str, str]:
     """Credentials in the instance metadata shape (which afp-core reproduced)."""
     return {
