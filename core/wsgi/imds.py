@@ -135,7 +135,8 @@ def imds_credentials(ctx: RequestContext, role: str) -> Response:
 
 
 def container_credentials(ctx: RequestContext, account: str, role: str) -> Response:
-    """``AWS_CONTAINER_CREDENTIALS_FULL_URI``: the Authorization token is the caller's API key."""
+    """``AWS_CONTAINER_CREDENTIALS_FULL_URI`` (the Authorization header is the caller's API key),
+    and credenza's own client (a bearer JWT): credentials with at least 30 minutes left."""
     found, credentials = ctx.broker.issue_aws(
         ctx.principal(), account, role, AwsOptions(min_remaining=METADATA_MIN_REMAINING)
     )
@@ -165,6 +166,6 @@ ROUTES = (
     Route("/latest/meta-data/iam/security-credentials/<role>", imds_credentials, family=AWS_SDK,
           summary="IMDS: credentials for the caller's role", responses=CREDENTIALS_RESPONSES),
     Route("/v1/container-credentials/<account>/<role>", container_credentials, family=AWS_SDK,
-          summary="Container credentials (Authorization: the caller's API key)",
+          summary="Container credentials (Authorization: an API key or a bearer token)",
           responses=CREDENTIALS_RESPONSES),
 )
