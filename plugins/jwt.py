@@ -574,9 +574,11 @@ class JwtIssuer:
         identity provider identify their subject (the broker refuses revoked ones of both)."""
         if request.bearer is None or request.bearer.count(".") != 2:
             return None
-        claims = self.verify(request.bearer,
-                             audiences=self.api_audiences | self.identity_audiences.keys())
+        claims = self.verify(request.bearer)
         audiences = claim_audiences(claims)
+        if not audiences & (self.api_audiences | self.identity_audiences.keys()):
+            raise Unauthenticated("this token identifies nobody here: its audience is neither "
+                                  "this broker's API nor an identity provider's client")
         if not audiences & self.api_audiences:
             # Only the identity provider issues for its audiences (checked at issue and start).
             return Principal(claims["sub"], source=NAME, kind="user",
