@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import json
 import os
 import subprocess
@@ -18,9 +19,16 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from credenza.client import Auth, BrokerError, aws_credentials, aws_session
+from credenza.client import (
+    Auth,
+    BrokerError,
+    aws_credentials,
+    aws_session,
+    console_url,
+    list_accounts,
+)
 from tests.aws_fixtures import FakeSignin, FaultProxy, write_aws_config
-from tests.conftest import running_server
+from tests.conftest import running_server, serve_on_loopback
 
 CLIENT = "credenza-cli"
 JWT = f"""
@@ -236,3 +244,38 @@ def test_a_refused_token_is_replaced_once(broker: dict[str, Any], tmp_path: Path
     stuck = Auth(broker["url"], jwt_token=forged, token_info_path=None)
     with pytest.raises(BrokerError, match="401 Unauthorized: token signed with an unknown key"):
         aws_credentials("prod", "admin", stuck)
+
+
+def test_answers_that_are_not_credentials_are_errors(tmp_path: Path) -> None:
+    """A proxy's HTML page or a hostile console "URL" never becomes credentials or a browser
+    target."""
+    answers = {"/v1/container-credentials/prod/admin": (b"<html>login</html>", "text/html"),
+               "/account/prod/admin/consoleurl": (b"javascript:alert(1)", "text/plain"),
+               "/account?withid": (b"[]", "application/json")}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, kind = answers[self.path]
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, url = serve_on_loopback(Handler)
+    token = pyjwt.encode({"sub": "alice", "exp": int(dt.datetime.now(dt.UTC).timestamp()) + 600},
+                         "k" * 32)
+    auth = Auth(url, jwt_token=token, token_info_path=None)
+    try:
+        with pytest.raises(BrokerError, match="502 Bad Gateway: the broker answered credentials "
+                                              "with something that is not a JSON object"):
+            aws_credentials("prod", "admin", auth)
+        with pytest.raises(BrokerError, match="console URL that is not a web address"):
+            console_url("prod", "admin", auth)
+        with pytest.raises(BrokerError, match="the account list with something that is not"):
+            list_accounts(auth)
+    finally:
+        server.shutdown()

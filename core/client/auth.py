@@ -185,8 +185,11 @@ class Auth:
                             f"{response.status_code} {reason(response)}")
         if response.status_code != 200:
             raise OAuthError(f"could not get a token: {response.status_code} {reason(response)}")
-        token = response.json().get("access_token")
-        if not token:
+        try:
+            token = response.json().get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
             raise OAuthError("the token endpoint answered without an access_token")
         return str(token)
 

@@ -35,6 +35,7 @@ from credenza.secrets import write_private_file
 
 if TYPE_CHECKING:
     import boto3
+    import requests
 
 FORMATS = ("json", "env", "process")
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
@@ -63,10 +64,8 @@ def _path(account: str, role: str, template: str) -> str:
 
 def list_accounts(auth: Auth | None = None) -> dict[str, dict[str, Any]]:
     """Account name -> ``{"id": ..., "roles": [...]}``: what the caller may use."""
-    body = (auth or get_default_auth()).request("GET", "/account?withid").json()
-    if not isinstance(body, dict):
-        raise BrokerError(502, "the broker answered the account list with something else")
-    return body
+    return _json_object((auth or get_default_auth()).request("GET", "/account?withid"),
+                        "the account list")
 
 
 def aws_credentials(account: str, role: str, auth: Auth | None = None) -> AwsCredentials:
@@ -75,7 +74,7 @@ def aws_credentials(account: str, role: str, auth: Auth | None = None) -> AwsCre
     :raises ValueError: bad names. :raises BrokerError: refused (403, 404) or unavailable (503).
     """
     path = _path(account, role, "/v1/container-credentials/{account}/{role}")
-    body = (auth or get_default_auth()).request("GET", path).json()
+    body = _json_object((auth or get_default_auth()).request("GET", path), "credentials")
     try:
         return AwsCredentials(access_key_id=body["AccessKeyId"],
                               secret_access_key=body["SecretAccessKey"],
@@ -84,6 +83,17 @@ def aws_credentials(account: str, role: str, auth: Auth | None = None) -> AwsCre
                               account_id=body.get("AccountId"))
     except (KeyError, TypeError, ValueError):
         raise BrokerError(502, "the broker answered credentials without their fields") from None
+
+
+def _json_object(response: requests.Response, what: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise BrokerError(502, f"the broker answered {what} with something that is not a JSON "
+                               "object")
+    return body
 
 
 def console_url(account: str, role: str, auth: Auth | None = None) -> str:
