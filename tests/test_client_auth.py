@@ -164,6 +164,19 @@ def test_errors(proxy: FaultProxy, broker_server: dict[str, Any]) -> None:
         _ = Auth(proxy.url, jwt_token=expired, token_info_path=None).token
 
 
+def test_retries_from_the_environment(proxy: FaultProxy, broker_server: dict[str, Any],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDENZA_RETRIES", "2")
+    proxy.fail_next = 100
+    with pytest.raises(AuthError, match="could not get a token after 3 attempts: 503"):
+        _ = Auth(proxy.url, CLIENT, broker_server["secret"], token_info_path=None,
+                 sleep=lambda _: None).token
+    assert proxy.token_calls == 3
+    monkeypatch.setenv("CREDENZA_RETRIES", "many")
+    with pytest.raises(AuthError, match="CREDENZA_RETRIES must be a whole number, got 'many'"):
+        Auth(proxy.url, token_info_path=None)
+
+
 RACE = """
 import sys
 from credenza.client import Auth
