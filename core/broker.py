@@ -121,13 +121,15 @@ class Broker:
             presented = request.basic or request.bearer or request.api_key
             detail = "invalid credentials" if presented else "no valid credentials were presented"
             raise Unauthenticated(detail, challenges=self._challenges())
-        token_id = principal.attributes.get("token_id")
-        if token_id is not None and self.store is not None:
-            # An access token this broker issued identifies nobody once it is revoked.
-            record = self.store.get(token_id)
+        # A token this broker issued identifies nobody once it is revoked, nor once the API
+        # token it was exchanged for is (a lost laptop's login ends at once).
+        for key, what in (("token_id", "the access token"), ("api_token_id", "its API token")):
+            token_id = principal.attributes.get(key)
+            if token_id is None or self.store is None:
+                continue
+            record = self.store.get(str(token_id))
             if record is None or record.revoked:
-                raise Unauthenticated("the access token has been revoked",
-                                      challenges=self._challenges())
+                raise Unauthenticated(f"{what} has been revoked", challenges=self._challenges())
         return self.enrich(principal)
 
     def enrich(self, principal: Principal) -> Principal:
@@ -422,7 +424,8 @@ class Broker:
         claims = {key: record.claims[key] for key in ("name", "email", "org")
                   if key in record.claims}
         spec = TokenSpec(str(record.claims["provider"]), user.name, [client_id],
-                         custom_claims={**claims, "groups": sorted(user.groups)},
+                         custom_claims={**claims, "groups": sorted(user.groups),
+                                        "api_token_id": record.token_id},
                          consumer_id=user.name)
         return self.issue_token(user, spec)
 
@@ -466,9 +469,10 @@ class Broker:
         return len(ids)
 
     def any_token_record(self, token: str) -> TokenRecord | None:
-        """The record of a signed token or of an opaque refresh token, or None."""
+        """The record of a signed token, or of an opaque refresh or API token (found by its
+        hash), or None."""
         record = self.token_record(token)
-        if record is None and self.store is not None and token.startswith("rt_"):
+        if record is None and self.store is not None and token.startswith(("rt_", "ak_")):
             record = self.store.find(hashlib.sha256(token.encode()).digest())
         return record
 
@@ -559,7 +563,7 @@ class Broker:
         return Page(records, following, total)
 
     def _known(self, token: str) -> TokenRecord:
-        record = self.token_record(token)
+        record = self.any_token_record(token)
         if record is None:
             raise NotFound("no such token (it does not verify, or is unknown here)")
         return record

@@ -581,8 +581,9 @@ class JwtIssuer:
                                   "this broker's API nor an identity provider's client")
         if not audiences & self.api_audiences:
             # Only the identity provider issues for its audiences (checked at issue and start).
+            parent = {"api_token_id": claims["api_token_id"]} if "api_token_id" in claims else {}
             return Principal(claims["sub"], source=NAME, kind="user",
-                             attributes={"token_id": claims["jti"]})
+                             attributes={"token_id": claims["jti"], **parent})
         if claims.get("token_use") != "access":
             raise Unauthenticated("this token is not an access token for this broker")
         kind = claims.get("client_kind", "client")

@@ -17,11 +17,13 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from credenza.client import (
     Auth,
     BrokerError,
+    OAuthError,
     aws_credentials,
     aws_session,
     console_url,
@@ -48,13 +50,20 @@ def broker(tmp_path_factory: pytest.TempPathFactory, _sts_proxy: FaultProxy,
     config = write_aws_config(tmp, _sts_proxy, _signin, password_hash, container_key, jwt=JWT,
                               server="workers = 1")
     with running_server(tmp, ["--config", str(config)]) as server:
-        made = subprocess.run([sys.executable, "-m", "credenza", "--config", str(config),
-                               "api-token", "alice", "--client", CLIENT, "--provider", "cli",
-                               "--url", server.url],
-                              capture_output=True, text=True, check=True, timeout=60, cwd=tmp)
-        yield {"url": server.url, "secret": made.stdout.split("client_secret: ")[1].split()[0],
-               "blob": made.stdout.split("login blob: ")[1].split()[0]}
+        secret, blob = api_token(config, server.url)
+        yield {"url": server.url, "secret": secret, "blob": blob, "config": config}
         assert server.stop() == 0
+
+
+def api_token(config: Path, url: str) -> tuple[str, str]:
+    """A new API token of alice's for the CLI client: (secret, login blob)."""
+    made = subprocess.run([sys.executable, "-m", "credenza", "--config", str(config),
+                           "api-token", "alice", "--client", CLIENT, "--provider", "cli",
+                           "--url", url],
+                          capture_output=True, text=True, check=True, timeout=60,
+                          cwd=config.parent)
+    return (made.stdout.split("client_secret: ")[1].split()[0],
+            made.stdout.split("login blob: ")[1].split()[0])
 
 
 @pytest.fixture
@@ -279,3 +288,20 @@ def test_answers_that_are_not_credentials_are_errors(tmp_path: Path) -> None:
             list_accounts(auth)
     finally:
         server.shutdown()
+
+
+def test_revoking_the_api_token_ends_its_jwts_at_once(broker: dict[str, Any]) -> None:
+    secret, _blob = api_token(broker["config"], broker["url"])
+    auth = Auth(broker["url"], CLIENT, secret, token_info_path=None)
+    assert aws_credentials("prod", "admin", auth).account_id == "111111111111"
+    revoked = requests.post(
+        f"{broker['url']}/v2/credenza/authenticationTokens/_/actions/revoke",
+        json={"token": secret}, auth=("alice", "PASSWORD"), timeout=10)
+    assert revoked.status_code == 200, revoked.text
+    # The JWT has most of its hour left; the broker refuses it, and no new one can be had.
+    assert auth.payload["exp"] > dt.datetime.now(dt.UTC).timestamp() + 1800
+    with pytest.raises(OAuthError, match="401 invalid client_id or refresh token"):
+        aws_credentials("prod", "admin", auth)
+    stuck = Auth(broker["url"], jwt_token=auth.token, token_info_path=None)
+    with pytest.raises(BrokerError, match="401 Unauthorized: its API token has been revoked"):
+        aws_credentials("prod", "admin", stuck)
