@@ -11,7 +11,6 @@ Prints requests/s, latency percentiles, the STS calls each run caused, and the r
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import sys
 import tempfile
@@ -21,11 +20,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moto.server import ThreadedMotoServer
-
 from benchmarks.loadgen import concurrently
 from credenza.secrets import hash_password, new_api_key
-from tests.aws_fixtures import FakeSignin, FaultProxy, write_aws_config
+from tests.aws_fixtures import FakeSignin, FaultProxy, local_aws, write_aws_config
 from tests.conftest import running_server
 
 AUTH = ("alice", "PASSWORD")
@@ -74,17 +71,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1200)
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    proxy, signin = FaultProxy(moto.get_host_and_port()), FakeSignin()
     password, key = hash_password("PASSWORD"), new_api_key("bench")
-    try:
+    with local_aws() as (proxy, signin):
         cached = run("warm cache", "", args, proxy, signin, password, key)
         baseline = run("no cache (baseline)", "cache_size = 0", args, proxy, signin, password,
                        key)
-    finally:
-        moto.stop()
     print(f"throughput ratio (cache / no cache): "
           f"{cached['requests_per_s'] / baseline['requests_per_s']:.1f}x")
     print(f"p50 latency ratio (no cache / cache): {baseline['p50_ms'] / cached['p50_ms']:.1f}x")

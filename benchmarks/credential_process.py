@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
 import subprocess
@@ -26,10 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moto.server import ThreadedMotoServer
-
 from credenza.secrets import hash_password, new_api_key
-from tests.aws_fixtures import FakeSignin, FaultProxy, write_aws_config
+from tests.aws_fixtures import local_aws, write_aws_config
 from tests.conftest import running_server
 
 JWT = """
@@ -56,11 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    proxy, signin = FaultProxy(moto.get_host_and_port()), FakeSignin()
-    with tempfile.TemporaryDirectory() as tmp:
+    with local_aws() as (proxy, signin), tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         config = write_aws_config(tmp_path, proxy, signin, hash_password("PASSWORD"),
                                   new_api_key("container-app"), jwt=JWT,
@@ -72,7 +65,7 @@ def main() -> None:
                                    "--url", server.url], capture_output=True, text=True,
                                   check=True, cwd=tmp_path)
             blob = made.stdout.split("login blob: ")[1].split()[0]
-            # As after a pip install, modules load from bytecode: the warm-up writes it.
+            # As after a pip install, modules load from bytecode: the first call writes it.
             env = {key: value for key, value in os.environ.items()
                    if not key.startswith(("CREDENZA_", "AWS_", "PYTHONDONTWRITEBYTECODE"))}
             env["CREDENZA_TOKEN_INFO_PATH"] = str(tmp_path / "client" / "token_info.json")
@@ -81,7 +74,6 @@ def main() -> None:
             process = [*credenza, "aws", "creds", "prod", "admin", "--format", "process"]
             first = subprocess.run(process, env=env, capture_output=True, text=True, check=True)
             assert json.loads(first.stdout)["Version"] == 1
-            median_seconds([sys.executable, "-c", "import credenza.cli.aws"], env, 1)
             proxy.reset()
             bare = median_seconds([sys.executable, "-c", "pass"], env, args.runs)
             imports = median_seconds([sys.executable, "-c", "import credenza.cli.aws"], env,
@@ -89,7 +81,6 @@ def main() -> None:
             warm = median_seconds(process, env, args.runs)
             calls = len(proxy.assume_role_calls())
             server.stop()
-    moto.stop()
     print(f"{'python -c pass (baseline)':<34} {bare * 1000:7.1f} ms")
     print(f"{'import credenza.cli.aws':<34} {imports * 1000:7.1f} ms")
     print(f"{'credential_process, warm caches':<34} {warm * 1000:7.1f} ms  "

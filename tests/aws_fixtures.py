@@ -8,9 +8,11 @@ that cannot run here: a small fake answers it and records what it was sent.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
+import logging
 import threading
 import time
 import urllib.parse
@@ -122,6 +124,22 @@ class FakeSignin:
 
         self.server, base = serve_on_loopback(Handler)
         self.url = f"{base}/federation"
+
+
+@contextlib.contextmanager
+def local_aws() -> Iterator[tuple[FaultProxy, FakeSignin]]:
+    """moto's STS behind a fault proxy, and the fake sign-in endpoint, for a script (the
+    benchmarks); the fixtures below give tests the same with their own scopes."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    proxy, signin = FaultProxy(moto.get_host_and_port()), FakeSignin()
+    try:
+        yield proxy, signin
+    finally:
+        proxy.server.shutdown()
+        signin.server.shutdown()
+        moto.stop()
 
 
 @pytest.fixture(scope="session")
