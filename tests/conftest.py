@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import requests
@@ -142,6 +143,26 @@ def write_token_server_config(directory: Path, static_yaml: str, providers: str)
         issuer = "https://credenza.test"
         """) + textwrap.dedent(providers))
     return config
+
+
+class ApiToken(NamedTuple):
+    """What ``credenza api-token`` printed: the secret, the login blob, the whole output."""
+
+    secret: str
+    blob: str
+    output: str
+
+
+def make_api_token(config: Path, user: str, client: str, provider: str,
+                   url: str | None = None) -> ApiToken:
+    """A new API token of ``user`` for ``client``, made by the real command."""
+    made = subprocess.run([sys.executable, "-m", "credenza", "--config", str(config),
+                           "api-token", user, "--client", client, "--provider", provider,
+                           *(["--url", url] if url else [])],
+                          capture_output=True, text=True, check=True, timeout=60,
+                          cwd=config.parent)
+    return ApiToken(made.stdout.split("client_secret: ")[1].split()[0],
+                    made.stdout.split("login blob: ")[1].split()[0], made.stdout)
 
 
 def serve_on_loopback(handler: type[http.server.BaseHTTPRequestHandler]

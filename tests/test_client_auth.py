@@ -16,7 +16,13 @@ import jwt as pyjwt
 import pytest
 
 from credenza.client import Auth, AuthError, OAuthError
-from tests.conftest import Server, running_server, serve_on_loopback, write_token_server_config
+from tests.conftest import (
+    Server,
+    make_api_token,
+    running_server,
+    serve_on_loopback,
+    write_token_server_config,
+)
 
 CLIENT = "cli-app"
 
@@ -69,12 +75,8 @@ def broker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
             attributes: {name: Alice, email: Alice@Example.com, org: acme}
         """, "[plugins.jwt.providers.dl]\ndefault_lifetime_seconds = 3600\n")
     with running_server(tmp, ["--config", str(config)]) as server:
-        made = subprocess.run([sys.executable, "-m", "credenza", "--config", str(config),
-                               "api-token", "alice", "--client", CLIENT, "--provider", "dl"],
-                              capture_output=True, text=True, check=True, timeout=60)
-        secret = made.stdout.split("client_secret: ")[1].split()[0]
-        blob = made.stdout.split("login blob: ")[1].split()[0]
-        yield {"server": server, "secret": secret, "blob": blob}
+        made = make_api_token(config, "alice", CLIENT, "dl")
+        yield {"server": server, "secret": made.secret, "blob": made.blob}
         assert server.stop() == 0
 
 

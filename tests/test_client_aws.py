@@ -30,7 +30,7 @@ from credenza.client import (
     list_accounts,
 )
 from tests.aws_fixtures import FakeSignin, FaultProxy, write_aws_config
-from tests.conftest import running_server, serve_on_loopback
+from tests.conftest import make_api_token, running_server, serve_on_loopback
 
 CLIENT = "credenza-cli"
 JWT = f"""
@@ -50,20 +50,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory, _sts_proxy: FaultProxy,
     config = write_aws_config(tmp, _sts_proxy, _signin, password_hash, container_key, jwt=JWT,
                               server="workers = 1")
     with running_server(tmp, ["--config", str(config)]) as server:
-        secret, blob = api_token(config, server.url)
-        yield {"url": server.url, "secret": secret, "blob": blob, "config": config}
+        made = make_api_token(config, "alice", CLIENT, "cli", server.url)
+        yield {"url": server.url, "secret": made.secret, "blob": made.blob, "config": config}
         assert server.stop() == 0
-
-
-def api_token(config: Path, url: str) -> tuple[str, str]:
-    """A new API token of alice's for the CLI client: (secret, login blob)."""
-    made = subprocess.run([sys.executable, "-m", "credenza", "--config", str(config),
-                           "api-token", "alice", "--client", CLIENT, "--provider", "cli",
-                           "--url", url],
-                          capture_output=True, text=True, check=True, timeout=60,
-                          cwd=config.parent)
-    return (made.stdout.split("client_secret: ")[1].split()[0],
-            made.stdout.split("login blob: ")[1].split()[0])
 
 
 @pytest.fixture
@@ -291,7 +280,7 @@ def test_answers_that_are_not_credentials_are_errors(tmp_path: Path) -> None:
 
 
 def test_revoking_the_api_token_ends_its_jwts_at_once(broker: dict[str, Any]) -> None:
-    secret, _blob = api_token(broker["config"], broker["url"])
+    secret = make_api_token(broker["config"], "alice", CLIENT, "cli", broker["url"]).secret
     auth = Auth(broker["url"], CLIENT, secret, token_info_path=None)
     assert aws_credentials("prod", "admin", auth).account_id == "111111111111"
     revoked = requests.post(

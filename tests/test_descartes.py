@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Server, running_server, write_token_server_config
+from tests.conftest import (
+    ROOT,
+    Server,
+    make_api_token,
+    running_server,
+    write_token_server_config,
+)
 
 VENV = ROOT / ".tox" / "descarteslabs-venv"
 CLIENT = "dl-cli"
@@ -59,12 +65,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
           bob: {}
         """, "[plugins.jwt.providers.dl]\ndefault_lifetime_seconds = 3600\n")
     with running_server(tmp, ["--config", str(config)]) as running:
-        made = subprocess.run([sys.executable, "-m", "credenza", "--config", str(config),
-                               "api-token", "alice", "--client", CLIENT, "--provider", "dl",
-                               "--url", running.url], capture_output=True, text=True,
-                              check=True, timeout=60)
-        secret = made.stdout.split("client_secret: ")[1].split()[0]
-        yield {"server": running, "secret": secret, "config": config, "cli": made.stdout}
+        made = make_api_token(config, "alice", CLIENT, "dl", running.url)
+        yield {"server": running, "secret": made.secret, "config": config, "cli": made.output}
         assert running.stop() == 0
 
 
