@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import http.server
 import json
 import logging
 import threading
@@ -18,13 +17,12 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from moto.server import ThreadedMotoServer
 
 from credenza.secrets import hash_password, new_api_key
-from tests.conftest import serve_on_loopback
+from tests.conftest import QuietHandler, serve_on_loopback
 
 STS_ERROR = ('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
              "<Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error>"
@@ -38,11 +36,6 @@ FAULTS = {
 }
 
 
-class _Quiet(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 class FaultProxy:
     """A loopback proxy to STS whose behaviour a test sets: ``mode`` and ``delay``."""
 
@@ -54,7 +47,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         proxy = self
 
-        class Handler(_Quiet):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 params = dict(urllib.parse.parse_qsl(body.decode()))
@@ -68,11 +61,7 @@ class FaultProxy:
                 if mode in FAULTS:
                     status, kind, code, message = FAULTS[mode]
                     payload = STS_ERROR.format(kind=kind, code=code, message=message).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "text/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    self.reply(status, payload, "text/xml")
                     return
                 upstream = http.client.HTTPConnection(*proxy.target, timeout=10)
                 upstream.request("POST", self.path, body, dict(self.headers))
@@ -108,19 +97,15 @@ class FakeSignin:
         self.down = False
         fake = self
 
-        class Handler(_Quiet):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
                 fake.requests.append(query)
                 if fake.down or query.get("Action") != "getSigninToken":
-                    self.send_response(500 if fake.down else 400)
-                    self.end_headers()
+                    self.reply(500 if fake.down else 400)
                     return
                 payload = json.dumps({"SigninToken": f"SIGNIN-TOKEN-{len(fake.requests)}"})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(payload.encode())
+                self.reply(200, payload.encode())
 
         self.server, base = serve_on_loopback(Handler)
         self.url = f"{base}/federation"

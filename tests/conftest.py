@@ -165,6 +165,24 @@ def make_api_token(config: Path, user: str, client: str, provider: str,
                     made.stdout.split("login blob: ")[1].split()[0], made.stdout)
 
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A handler for the tests' fakes: it logs nothing and answers in one way."""
+
+    def reply(self, status: int, body: bytes = b"", content_type: str = "application/json",
+              headers: Mapping[str, str] | None = None) -> None:
+        """Send ``status`` with ``body`` (and its length) and any extra ``headers``."""
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def serve_on_loopback(handler: type[http.server.BaseHTTPRequestHandler]
                       ) -> tuple[http.server.ThreadingHTTPServer, str]:
     """Serve ``handler`` on a free loopback port in a daemon thread; (server, base URL).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import http.server
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 
 from credenza.client import Auth, AuthError, OAuthError
 from tests.conftest import (
+    QuietHandler,
     Server,
     make_api_token,
     running_server,
@@ -36,30 +36,19 @@ class FaultProxy:
         self.fail_next = 0
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path == "/token":
                     proxy.token_calls += 1
                     if proxy.fail_next:
                         proxy.fail_next -= 1
-                        self.send_response(503)
-                        self.send_header("Retry-After", "1")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
+                        self.reply(503, headers={"Retry-After": "1"})
                         return
                 upstream = http.client.HTTPConnection(proxy.host, int(proxy.port), timeout=30)
                 upstream.request("POST", self.path, body, dict(self.headers))
                 reply = upstream.getresponse()
-                data = reply.read()
-                self.send_response(reply.status)
-                self.send_header("Content-Type", reply.getheader("Content-Type", ""))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
+                self.reply(reply.status, reply.read(), reply.getheader("Content-Type", ""))
 
         self.server, self.url = serve_on_loopback(Handler)
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
 import os
 import subprocess
@@ -30,7 +29,7 @@ from credenza.client import (
     list_accounts,
 )
 from tests.aws_fixtures import FakeSignin, FaultProxy, write_aws_config
-from tests.conftest import make_api_token, running_server, serve_on_loopback
+from tests.conftest import QuietHandler, make_api_token, running_server, serve_on_loopback
 
 CLIENT = "credenza-cli"
 JWT = f"""
@@ -251,17 +250,10 @@ def test_answers_that_are_not_credentials_are_errors(tmp_path: Path) -> None:
                "/account/prod/admin/consoleurl": (b"javascript:alert(1)", "text/plain"),
                "/account?withid": (b"[]", "application/json")}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             body, kind = answers[self.path]
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.reply(200, body, kind)
 
     server, url = serve_on_loopback(Handler)
     token = pyjwt.encode({"sub": "alice", "exp": int(dt.datetime.now(dt.UTC).timestamp()) + 600},

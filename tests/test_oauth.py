@@ -16,7 +16,7 @@ from werkzeug.test import Client
 from credenza.broker import Broker
 from credenza.secrets import new_api_key
 from credenza.wsgi import make_app
-from tests.conftest import serve_on_loopback
+from tests.conftest import QuietHandler, serve_on_loopback
 
 SCOPE = "urn:cloud:idaas:pam|.all"
 
@@ -172,23 +172,15 @@ class FakeIdentityProvider:
     """An external OIDC issuer: its JWKS on loopback, and tokens signed with its own key."""
 
     def __init__(self) -> None:
-        import http.server
-
         from cryptography.hazmat.primitives.asymmetric import ec
 
         self.key = ec.generate_private_key(ec.SECP256R1())
         jwk = json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
         body = json.dumps({"keys": [{**jwk, "kid": "idp-1", "alg": "ES256", "use": "sig"}]})
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args: object) -> None:
-                pass
+                self.reply(200, body.encode())
 
         self.server, self.issuer = serve_on_loopback(Handler)
 

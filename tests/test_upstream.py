@@ -4,7 +4,6 @@ keys, through the IDaaS PAM API."""
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from credenza.broker import Broker
 from credenza.errors import ConfigError
 from credenza.secrets import new_api_key
 from credenza.wsgi import make_app
-from tests.conftest import serve_on_loopback
+from tests.conftest import QuietHandler, serve_on_loopback
 
 
 class FakeUpstream:
@@ -32,25 +31,18 @@ class FakeUpstream:
         self.failing = False
         fake = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 form["authorization"] = self.headers.get("Authorization", "")
                 fake.calls.append(form)
                 if fake.failing:
-                    self.send_response(500)
-                    self.end_headers()
+                    self.reply(500)
                     return
                 body = json.dumps({"access_token": f"up-{len(fake.calls)}", "expires_in": 3600,
                                    "token_type": "Bearer", "scope": form.get("scope", "")})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args: object) -> None:
-                pass
+                self.reply(200, body.encode())
 
         self.server, base = serve_on_loopback(Handler)
         self.url = f"{base}/token"
