@@ -108,7 +108,6 @@ def console_url(account: str, role: str, auth: Auth | None = None) -> str:
 
 def format_credentials(credentials: AwsCredentials, output: str) -> str:
     """``json``, ``env`` (shell-quoted exports) or ``process`` (AWS credential_process)."""
-    expiration = aws_timestamp(credentials.expiration)
     if output == "env":
         return "\n".join(f"export {name}={shlex.quote(value)}"
                          for name, value in environment(credentials).items())
@@ -116,7 +115,7 @@ def format_credentials(credentials: AwsCredentials, output: str) -> str:
         "AccessKeyId": credentials.access_key_id,
         "SecretAccessKey": credentials.secret_access_key,
         "SessionToken": credentials.session_token,
-        "Expiration": expiration,
+        "Expiration": aws_timestamp(credentials.expiration),
     }
     if credentials.account_id:
         body["AccountId"] = credentials.account_id
