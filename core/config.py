@@ -6,6 +6,7 @@ Layout::
     plugins = ["environ"]
     [server]              # the bundled server (credenza serve)
     bind = "127.0.0.1:8080"
+    [api.FAMILY]          # settings of one API family (credenza.wsgi.<family>)
     [plugins.NAME]        # one section per plugin, handed to it as a Section
 
 Any key can be overridden from the environment as ``CREDENZA__<TABLE>__<KEY>`` (double
@@ -35,7 +36,15 @@ log = logging.getLogger(__name__)
 CONFIG_ENV = "CREDENZA_CONFIG"
 OVERRIDE_PREFIX = "CREDENZA__"
 EMBEDDED_SOURCE = "<embedded default configuration>"
-_TOP_LEVEL = frozenset({"credenza", "server", "plugins"})
+_TOP_LEVEL = frozenset({"credenza", "server", "api", "plugins"})
+# Settings of one API family that used to sit in [server]: where they are now.
+MOVED_SERVER_KEYS = {
+    "imds_token_key": "[api.aws-sdk] imds_token_key",
+    "imds_v1": "[api.aws-sdk] imds_v1",
+    "idaas_instance_id": "[api.idaas-pam] instance_id",
+    "ica_token_provider": "[api.ica] token_provider",
+    "ica_audience": "[api.ica] audience",
+}
 _REQUIRED: Any = object()
 
 
@@ -165,20 +174,13 @@ class ServerSettings:
     access_log: bool = True
     graceful_timeout: int = 30
     realm: str = "credenza"
-    # The IMDS endpoints: the key that signs session tokens (shared by replicas; default: a key
-    # file in the data directory) and whether IMDSv1 (no token) is answered.
-    imds_token_key: str | None = attrs.field(default=None, repr=False)
-    imds_v1: bool = False
-    # The instance id of the IDaaS PAM compatible API (/v2/{instanceId}/...).
-    idaas_instance_id: str = "credenza"
-    # The ICA compatible token API: the credential provider its tokens come from, and their
-    # audience.
-    ica_token_provider: str = "ica"  # noqa: S105 - a provider name
-    ica_audience: str = "ica"
 
     @classmethod
     def from_section(cls, section: Section) -> ServerSettings:
         """Read and check the ``[server]`` table."""
+        for key, moved in MOVED_SERVER_KEYS.items():
+            if key in section.values:
+                raise section.error(key, f"this setting moved to {moved}")
         defaults = cls()
         settings = cls(
             bind=section.get_str("bind", defaults.bind),
@@ -194,12 +196,6 @@ class ServerSettings:
                 "graceful_timeout", defaults.graceful_timeout, min=1, max=3600
             ),
             realm=section.get_str("realm", defaults.realm),
-            imds_token_key=section.get_secret("imds_token_key", None),
-            imds_v1=section.get_bool("imds_v1", defaults.imds_v1),
-            idaas_instance_id=section.get_str("idaas_instance_id", defaults.idaas_instance_id),
-            ica_token_provider=section.get_str("ica_token_provider",
-                                               defaults.ica_token_provider),
-            ica_audience=section.get_str("ica_audience", defaults.ica_audience),
         )
         if (settings.certfile is None) != (settings.keyfile is None):
             raise section.error("certfile", "TLS needs both certfile and keyfile")
@@ -229,6 +225,8 @@ class Config:
     log_level: str
     server: ServerSettings
     plugin_tables: Mapping[str, Mapping[str, Any]] = attrs.field(repr=False)
+    #: ``[api.FAMILY]`` tables, read by the API family of that name (see credenza.wsgi)
+    api_tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, repr=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None,
@@ -270,7 +268,7 @@ class Config:
         for key in table:
             if key not in _TOP_LEVEL:
                 raise ConfigError(f"{source}: [{key}]: unknown table (known: credenza, server, "
-                                  "plugins)")
+                                  "api, plugins)")
         # The core section's own data_dir is irrelevant: it is the key being read.
         core = Section("credenza", _table(table, "credenza", source), source, base_dir, base_dir)
         data_dir = core.get_path("data_dir", None) or default_data_dir()
@@ -285,6 +283,11 @@ class Config:
         server = ServerSettings.from_section(
             Section("server", _table(table, "server", source), source, base_dir, data_dir)
         )
+        api_tables = _table(table, "api", source)
+        for name, value in api_tables.items():
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [api] {name}: expected a table [api.{name}], got "
+                                  f"{_type_name(value)}")
         plugin_tables = _table(table, "plugins", source)
         for name, value in plugin_tables.items():
             if not isinstance(value, dict):
@@ -293,11 +296,17 @@ class Config:
             if name not in plugins:
                 log.warning("%s: [plugins.%s] is configured but %r is not in [credenza] plugins",
                             source, name, name)
-        return cls(source, base_dir, data_dir, plugins, log_level, server, plugin_tables)
+        return cls(source, base_dir, data_dir, plugins, log_level, server, plugin_tables,
+                   api_tables)
 
     def section(self, plugin: str) -> Section:
         """The ``[plugins.NAME]`` table of one plugin (empty when absent)."""
         return Section(f"plugins.{plugin}", self.plugin_tables.get(plugin, {}), self.source,
+                       self.base_dir, self.data_dir)
+
+    def api_section(self, family: str) -> Section:
+        """The ``[api.FAMILY]`` table of one API family (empty when absent)."""
+        return Section(f"api.{family}", self.api_tables.get(family, {}), self.source,
                        self.base_dir, self.data_dir)
 
     def ensure_data_dir(self) -> Path:

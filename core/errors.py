@@ -19,6 +19,8 @@ class CredenzaError(Exception):
     status: ClassVar[int] = 500
     slug: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal server error"
+    #: the RFC 6749 ``error`` code, where this error has its own (else the status decides)
+    oauth_error: ClassVar[str | None] = None
 
     def __init__(self, detail: str, *, extra: Mapping[str, Any] | None = None) -> None:
         super().__init__(detail)
@@ -48,10 +50,24 @@ class InvalidGrant(BadRequest):
 
     slug = "invalid-grant"
     title = "Invalid grant"
+    oauth_error = "invalid_grant"
+
+
+class UnsupportedGrantType(BadRequest):
+    """A token endpoint was asked for a ``grant_type`` it does not have."""
+
+    slug = "unsupported-grant-type"
+    title = "Unsupported grant type"
+    oauth_error = "unsupported_grant_type"
 
 
 class Unauthenticated(CredenzaError):
-    """No identity, or credentials that were presented and are wrong."""
+    """No identity, or credentials that were presented and are wrong.
+
+    ``challenges`` are the ``WWW-Authenticate`` values; left out, they are HTTP Basic and Bearer
+    in ``realm``, which the front end sets to the configured one (``[server] realm``).
+    ``challenges=()`` sends none (for credentials that are not HTTP authentication).
+    """
 
     status = 401
     slug = "unauthenticated"
@@ -61,14 +77,18 @@ class Unauthenticated(CredenzaError):
         self,
         detail: str = "no valid credentials were presented",
         *,
-        challenges: Sequence[str] = ('Basic realm="credenza"', 'Bearer realm="credenza"'),
+        challenges: Sequence[str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail, extra=extra)
-        self.challenges = tuple(challenges)
+        self.challenges = None if challenges is None else tuple(challenges)
+        self.realm = "credenza"
 
     def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": ", ".join(self.challenges)}
+        realm = self.realm.replace('"', "")
+        challenges = self.challenges if self.challenges is not None else (
+            f'Basic realm="{realm}"', f'Bearer realm="{realm}"')
+        return {"WWW-Authenticate": ", ".join(challenges)}
 
 
 class Forbidden(CredenzaError):

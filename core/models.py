@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import enum
 import re
 import types
 from collections.abc import Iterable, Mapping
@@ -121,7 +122,12 @@ PRINCIPAL_KINDS = frozenset({"user", "machine", "client", "service"})
 
 @attrs.frozen
 class Principal:
-    """Who is calling: the answer of the identity sources, enriched with groups by the broker."""
+    """Who is calling: the answer of the identity sources, enriched with groups by the broker.
+
+    ``token_id`` is set when a token this broker issued and recorded identified the caller (an
+    access token, an identity provider's JWT, an API key): the broker refuses the caller as soon
+    as that token, or the API token it was exchanged for, is revoked.
+    """
 
     name: str = attrs.field(validator=_printable)
     source: str = attrs.field(validator=_printable)
@@ -130,6 +136,7 @@ class Principal:
     attributes: Mapping[str, Any] = attrs.field(
         factory=dict, converter=_frozen_mapping, hash=False
     )
+    token_id: str | None = None
 
     def with_groups(self, groups: Iterable[str]) -> Principal:
         """A copy with ``groups`` added to the groups it already has."""
@@ -143,18 +150,40 @@ class Principal:
 WILDCARD = "*"
 
 
+class GrantKind(enum.StrEnum):
+    """The kinds of grant the broker checks; the value is ``Grant.kind``.
+
+    A plugin may use kinds of its own (``Grant.kind`` is any lower-case word) for routes it
+    adds; these are the ones credenza itself asks for.
+    """
+
+    #: target: an account name; role: the IAM role (``*``: any). Credentials and console URLs.
+    AWS = "aws"
+    #: target: a credential provider; audiences: the allowed ones (none: any). Its JWTs.
+    TOKEN = "token"  # noqa: S105 - a kind of grant
+    #: target: a managed upstream credential's identifier (oauth-upstream). Its value.
+    API_KEY = "api-key"
+    #: target: an upstream OAuth provider (oauth-upstream). Its access tokens.
+    OAUTH = "oauth"
+    #: target: an issuer URL. RFC 8693: exchange that issuer's tokens for access tokens.
+    EXCHANGE = "exchange"
+    #: target: a credential provider. List, revoke and reinstate anyone's tokens of it.
+    ADMIN = "admin"
+
+
 @attrs.frozen
 class Grant:
     """One thing a principal may obtain.
 
-    ``kind`` says what sort of thing (``aws``: an account's role; ``token``: tokens of a credential
-    provider; ``api-key``: one API key; ``admin``: lifecycle rights over a provider's tokens);
-    ``target`` names it (account name, provider identifier, key identifier); ``role`` is the AWS
-    role for ``aws`` grants. ``*`` as target or role matches anything. ``via`` explains where the
-    grant came from (a group, a file) and is not part of its identity.
+    ``kind`` says what sort of thing (one of :class:`GrantKind` for what credenza checks);
+    ``target`` names it (account name, provider identifier, key identifier, issuer); ``role`` is
+    the AWS role for ``aws`` grants; ``audiences`` limits a ``token`` grant. ``*`` as target or
+    role matches anything. ``via`` explains where the grant came from (a group, a file) and is not
+    part of its identity.
     """
 
-    kind: str = attrs.field(validator=_kind)
+    # a plain str even when given a GrantKind (whose hash is not its value's)
+    kind: str = attrs.field(converter=str, validator=_kind)
     target: str = attrs.field(validator=_printable)
     role: str | None = attrs.field(default=None)
     audiences: frozenset[str] = attrs.field(factory=frozenset, converter=_frozen_set)
@@ -162,7 +191,7 @@ class Grant:
 
     @role.validator
     def _role_for_aws(self, attribute: attrs.Attribute, value: str | None) -> None:
-        if self.kind == "aws" and not value:
+        if self.kind == GrantKind.AWS and not value:
             raise ValueError("an aws grant needs a role")
         if value is not None:
             _printable(self, attribute, value)
@@ -170,14 +199,17 @@ class Grant:
     @classmethod
     def aws(cls, account: str, role: str, via: str = "") -> Grant:
         """The right to credentials for ``role`` in ``account``."""
-        return cls("aws", account, role=role, via=via)
+        return cls(GrantKind.AWS, account, role=role, via=via)
 
-    def permits(self, kind: str, target: str, role: str | None = None) -> bool:
-        """Whether this grant covers ``kind``/``target``/``role``."""
+    def permits(self, kind: str, target: str, role: str | None = None,
+                audiences: frozenset[str] = frozenset()) -> bool:
+        """Whether this grant covers ``kind``/``target``/``role`` and every one of
+        ``audiences`` (a grant without audiences allows any)."""
         return (
             self.kind == kind
             and self.target in (target, WILDCARD)
             and (role is None or self.role in (role, WILDCARD))
+            and (not self.audiences or audiences <= self.audiences)
         )
 
 
@@ -246,7 +278,8 @@ class AwsOptions:
             [attrs.validators.ge(900), attrs.validators.le(43200)]
         ),
     )
-    # The least validity the caller needs; IMDS clients want 30 minutes (protocols/aws-clients.md).
+    # The least validity the caller needs; IMDS clients want 30 minutes
+    # (docs/protocols/aws-clients.md).
     min_remaining: dt.timedelta = dt.timedelta(minutes=5)
     callback_url: str | None = None
 
@@ -321,6 +354,15 @@ class TokenRecord:
         """Whether the token is past its expiry."""
         return self.expires_at <= (now or utcnow())
 
+    def spec(self) -> TokenSpec:
+        """A request for a new token like this signed one: the same provider, subject,
+        audiences, issuer, custom claims and consumer."""
+        return TokenSpec(self.provider, str(self.claims["sub"]), claim_audiences(self.claims),
+                         issuer=str(self.claims["iss"]),
+                         custom_claims={key: value for key, value in self.claims.items()
+                                        if key not in REGISTERED_CLAIMS},
+                         consumer_type=self.consumer_type, consumer_id=self.consumer_id)
+
 
 @attrs.frozen
 class IssuedToken:
@@ -343,10 +385,11 @@ class UpstreamToken:
 
 @attrs.frozen
 class Page:
-    """One page of a listing; ``next_token`` is opaque and absent on the last page."""
+    """One page of a keyset listing: ``after`` is the position the next page starts after
+    (absent on the last page); front ends wrap it in page tokens of their API's form."""
 
     items: tuple[Any, ...] = attrs.field(converter=tuple)
-    next_token: str | None = None
+    after: str | None = None
     total_count: int | None = None
 
 
@@ -359,17 +402,26 @@ def claim_audiences(claims: Mapping[str, Any]) -> frozenset[str]:
     aud = claims.get("aud") or ()
     return frozenset([aud] if isinstance(aud, str) else aud)
 
-# The provider names under which OAuth access and refresh tokens for this broker's own API are
-# recorded.
+# Claims this broker sets on its own tokens, each with one meaning; a caller's custom claims may
+# not set them (a token must not pass for another kind). These are claim names, not secrets.
+#: set by credenza_verify_token on the claims of a trusted external issuer's token
+EXTERNAL_CLAIM = "external"
+#: "access": an access token for this broker's own API
+TOKEN_USE_CLAIM = "token_use"  # noqa: S105
+#: the grant family of OAuth access and refresh tokens
+FAMILY_CLAIM = "family"
+#: the API token a JWT was exchanged for
+API_TOKEN_CLAIM = "api_token_id"  # noqa: S105
+#: how the caller of the ICA API authenticated when the token was made
+ORIGIN_CLAIM = "origin"
+RESERVED_CLAIMS = frozenset({EXTERNAL_CLAIM, TOKEN_USE_CLAIM, FAMILY_CLAIM, API_TOKEN_CLAIM,
+                             ORIGIN_CLAIM, "client_kind", "act", "subject_issuer", "scope"})
+
+# Derived short tokens (IDaaS): "st_<token id>.<mac>", a secret standing for its JWT.
+SHORT_TOKEN_PREFIX = "st_"  # noqa: S105 - a prefix, not a secret
+
+# The provider name under which OAuth access tokens for this broker's own API are recorded.
 ACCESS_TOKEN_PROVIDER = "credenza-access"  # noqa: S105 - a provider name
-REFRESH_TOKEN_PROVIDER = "credenza-refresh"  # noqa: S105 - a provider name
-REFRESH_TOKEN_LIFETIME = dt.timedelta(days=30)
-# API keys kept in the token store: "ck_<id>.<secret>", an identity for X-API-Key.
-API_KEY_PROVIDER = "credenza-api-key"
-API_KEY_PREFIX = "ck_"
-# Long-lived API tokens of public clients (the Descartes Labs style: client id + refresh token).
-API_TOKEN_PROVIDER = "credenza-api-token"  # noqa: S105 - a provider name
-API_TOKEN_LIFETIME = dt.timedelta(days=365)
 
 
 @attrs.frozen

@@ -60,9 +60,15 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(digest, _unb64(match.group(5)))
 
 
+def secret_hash(secret: str) -> bytes:
+    """The SHA-256 of a high-entropy secret: the only form in which one is stored (a token
+    store's index of opaque secrets, a static file's API keys and client secrets)."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
 def sha256_hex(secret: str) -> str:
-    """The SHA-256 of a high-entropy secret, as stored."""
-    return hashlib.sha256(secret.encode()).hexdigest()
+    """:func:`secret_hash` as hex, the form configuration files hold."""
+    return secret_hash(secret).hex()
 
 
 def same_secret(presented: str, stored_sha256_hex: str) -> bool:

@@ -68,7 +68,11 @@ from credenza.errors import BadRequest, ConfigError, Forbidden, Unauthenticated,
 from credenza.markers import hookimpl
 from credenza.models import (
     ACCESS_TOKEN_PROVIDER,
+    EXTERNAL_CLAIM,
+    PRINCIPAL_KINDS,
     REGISTERED_CLAIMS,
+    SHORT_TOKEN_PREFIX,
+    TOKEN_USE_CLAIM,
     IdentityRequest,
     IssuedToken,
     Principal,
@@ -82,7 +86,6 @@ from credenza.secrets import key_file, new_token_id, private_directory, write_pr
 NAME = "jwt"
 ALGORITHMS = ("ES256", "RS256", "EdDSA")
 MAX_TOKEN_BYTES = 8192
-SHORT_PREFIX = "st_"
 
 
 def _b64(raw: bytes) -> str:
@@ -396,7 +399,7 @@ class JwtIssuer:
         """The derived short token of ``token_id``: it names the token and proves it, like the
         JWT, and is never stored."""
         mac = hmac.new(self.short_key, token_id.encode(), hashlib.sha256).digest()[:20]
-        return f"{SHORT_PREFIX}{token_id}.{_b64(mac)}"
+        return f"{SHORT_TOKEN_PREFIX}{token_id}.{_b64(mac)}"
 
     def _spec_claims(self, principal: Principal, spec: TokenSpec,
                      provider: Provider) -> tuple[dict[str, Any], dt.datetime, dt.datetime]:
@@ -470,7 +473,7 @@ class JwtIssuer:
         claims = {**extra, "iss": self.issuer, "sub": spec.subject,
                   "aud": _audience_claim(spec.audiences), "iat": int(issued.timestamp()),
                   "nbf": int(issued.timestamp()), "exp": int(expires.timestamp()),
-                  "jti": token_id, "token_use": "access",
+                  "jti": token_id, TOKEN_USE_CLAIM: "access",
                   "scope": str(spec.custom_claims.get("scope", "")),
                   "client_kind": principal.kind}
         record = TokenRecord(
@@ -492,8 +495,8 @@ class JwtIssuer:
 
     @hookimpl
     def credenza_verify_token(self, token: str) -> Mapping[str, Any] | None:
-        if token.startswith(SHORT_PREFIX):
-            token_id = token[len(SHORT_PREFIX):].rpartition(".")[0]
+        if token.startswith(SHORT_TOKEN_PREFIX):
+            token_id = token[len(SHORT_TOKEN_PREFIX):].rpartition(".")[0]
             if token_id and hmac.compare_digest(self.short_token(token_id), token):
                 return {"jti": token_id, "derived_short_token": True}
             raise Unauthenticated("invalid derived short token")
@@ -531,7 +534,7 @@ class JwtIssuer:
             raise Unauthenticated("token is not meant for this broker") from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
-        return {**claims, "external": True}
+        return {**claims, EXTERNAL_CLAIM: True}
 
     def verify(self, token: str, audiences: Iterable[str] | None = None) -> dict[str, Any]:
         """The claims of a JWT this broker signed, checked in full.
@@ -581,15 +584,13 @@ class JwtIssuer:
                                   "this broker's API nor an identity provider's client")
         if not audiences & self.api_audiences:
             # Only the identity provider issues for its audiences (checked at issue and start).
-            parent = {"api_token_id": claims["api_token_id"]} if "api_token_id" in claims else {}
-            return Principal(claims["sub"], source=NAME, kind="user",
-                             attributes={"token_id": claims["jti"], **parent})
-        if claims.get("token_use") != "access":
+            return Principal(claims["sub"], source=NAME, kind="user", token_id=claims["jti"])
+        if claims.get(TOKEN_USE_CLAIM) != "access":
             raise Unauthenticated("this token is not an access token for this broker")
         kind = claims.get("client_kind", "client")
-        return Principal(claims["sub"], source=NAME, kind=kind if kind in (
-            "user", "machine", "client", "service") else "client",
-            attributes={"token_id": claims["jti"], "scope": claims.get("scope", "")})
+        return Principal(claims["sub"], source=NAME,
+                         kind=kind if kind in PRINCIPAL_KINDS else "client",
+                         attributes={"scope": claims.get("scope", "")}, token_id=claims["jti"])
 
     @hookimpl
     def credenza_issuer(self) -> str:

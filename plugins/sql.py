@@ -19,7 +19,6 @@ of opaque secrets to their token).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -28,17 +27,12 @@ from typing import Any
 import click
 
 from credenza.config import Config, Section
-from credenza.errors import ConfigError, Unauthenticated, Unavailable
+from credenza.errors import ConfigError, Unavailable
 from credenza.health import HealthProbe
 from credenza.markers import hookimpl
 from credenza.models import (
-    API_KEY_PREFIX,
-    API_KEY_PROVIDER,
-    PRINCIPAL_KINDS,
     UTC,
     Health,
-    IdentityRequest,
-    Principal,
     TokenQuery,
     TokenRecord,
     TokenStore,
@@ -158,20 +152,6 @@ class SqlTokenStore:
         if not self.purge_after:
             return 0
         return self.purge(utcnow() - self.purge_after)
-
-    @hookimpl
-    def credenza_identify(self, request: IdentityRequest) -> Principal | None:
-        """API keys kept in this store (``ck_...``) identify their owner."""
-        if not request.api_key or not request.api_key.startswith(API_KEY_PREFIX):
-            return None
-        record = self.find(hashlib.sha256(request.api_key.encode()).digest())
-        if (record is None or record.provider != API_KEY_PROVIDER or record.revoked
-                or record.expired()):
-            raise Unauthenticated("invalid API key")
-        kind = str(record.claims.get("kind", "machine"))
-        return Principal(record.consumer_id, source=NAME,
-                         kind=kind if kind in PRINCIPAL_KINDS else "machine",
-                         attributes={"api_key_id": record.token_id})
 
     @hookimpl
     def credenza_health(self) -> list[Health]:

@@ -56,6 +56,7 @@ from credenza.errors import ConfigError, Unauthenticated
 from credenza.grantmap import GroupGrantMap, parse_pair, patterns_from
 from credenza.markers import hookimpl
 from credenza.models import PRINCIPAL_KINDS, Account, Grant, IdentityRequest, Principal
+from credenza.opaque import kind_of
 from credenza.secrets import (
     API_KEY_ID,
     VerifiedCache,
@@ -279,6 +280,9 @@ def _hashed(entry: Entry, where: str) -> Entry:
 def _api_key(key_id: str, raw: Any, where: str) -> Entry:
     if not API_KEY_ID.match(key_id):
         raise ConfigError(f"{where}: a key id must match {API_KEY_ID.pattern}")
+    if kind_of(key_id) is not None:
+        raise ConfigError(f"{where}: key ids starting with {key_id[:3]!r} are reserved for the "
+                          "token store's keys")
     return _hashed(_entry(key_id, raw, where, _KEY_KEYS, "sha256", "machine",
                           f"API key {key_id}"), where)
 

@@ -47,7 +47,7 @@ def test_create_use_list_and_revoke(setup: dict[str, Any]) -> None:
     key = made.get_json()["key"]
     assert key.startswith("ck_") and made.get_json()["owner"] == "alice"
     me = client.get("/v1/whoami", headers={"X-API-Key": key}).get_json()
-    assert (me["name"], me["source"]) == ("alice", "sql")
+    assert (me["name"], me["source"]) == ("alice", "api-key")
     assert me["grants"][0]["target"] == "prod"  # the owner's grants
     listed = client.get("/v1/api-keys", auth=ALICE).get_json()["keys"]
     assert [(k["name"], k["revoked"]) for k in listed] == [("laptop", False)]

@@ -98,11 +98,11 @@ def test_rotation_keeps_older_tokens_valid_until_their_key_retires(broker: Broke
     keyring.rotate("ES256", retire_after=time.time() + 600)
     after = issue(broker)
     assert pyjwt.get_unverified_header(after.value)["kid"] == prepared.kid
-    assert broker.validate_token(before.value)
+    assert broker.tokens.validate(before.value)
     assert verify_with_jwks_only(client, before.value)["jti"] == before.record.token_id
     # Another process sharing the key directory sees the rotation.
     other = make_broker(tmp_path)
-    assert other.validate_token(after.value) and other.validate_token(before.value)
+    assert other.tokens.validate(after.value) and other.tokens.validate(before.value)
     # Once the retiring key's time is up (here: its retire_after moved into the past, as time
     # passing would), it is gone from the JWKS and verifies nothing.
     index = json.loads(keyring.index.read_text())
@@ -111,7 +111,7 @@ def test_rotation_keeps_older_tokens_valid_until_their_key_retires(broker: Broke
     os.utime(keyring.index, (time.time() + 5, time.time() + 5))
     assert old_kid not in {k["kid"] for k in client.get("/.well-known/jwks.json")
                            .get_json()["keys"]}
-    assert not broker.validate_token(before.value)
+    assert not broker.tokens.validate(before.value)
 
 
 def _b64(raw: bytes) -> str:
@@ -165,14 +165,14 @@ def test_forgeries_and_invalid_tokens_are_rejected(broker: Broker) -> None:
         "unknown kid": "unknown key", "garbage": "malformed token",
     }
     for name, token in attacks.items():
-        assert not broker.validate_token(token), name
+        assert not broker.tokens.validate(token), name
         with pytest.raises(Unauthenticated) as info:
             jwt_plugin.verify(token)
         if name in expected:
             assert expected[name] in info.value.detail, (name, info.value.detail)
     with pytest.raises(Unauthenticated, match="not meant for this audience"):
         jwt_plugin.verify(real.value, audiences=["https://other.example.com"])
-    assert broker.validate_token(real.value)  # the genuine one still is
+    assert broker.tokens.validate(real.value)  # the genuine one still is
 
 
 def test_registered_claims_cannot_be_overridden(broker: Broker) -> None:
@@ -186,23 +186,23 @@ def test_registered_claims_cannot_be_overridden(broker: Broker) -> None:
 def test_short_tokens_stand_for_their_token_and_cannot_be_guessed(broker: Broker) -> None:
     token = issue(broker, include_short_token=True)
     short = token.short_token
-    assert broker.validate_token(short)
-    assert broker.obtain_by_short_token(short).record.token_id == token.record.token_id
+    assert broker.tokens.validate(short)
+    assert broker.tokens.obtain_by_short_token(short).record.token_id == token.record.token_id
     token_id, mac = short[3:].rsplit(".", 1)
     other_last = "B" if mac[-1] == "A" else "A"  # always a different character
     for forged in (f"st_{token_id}.{mac[:-1]}{other_last}", f"st_{token_id}x.{mac}", "st_",
                    "st_.x"):
-        assert not broker.validate_token(forged)
+        assert not broker.tokens.validate(forged)
         with pytest.raises(Unauthenticated, match="invalid derived short token"):
-            broker.obtain_by_short_token(forged)
+            broker.tokens.obtain_by_short_token(forged)
 
 
 def test_a_revoked_access_token_no_longer_identifies(broker: Broker) -> None:
-    access = broker.issue_access_token(CI, frozenset({"urn:cloud:idaas:pam"}), "x")
+    access = broker.oauth.issue_access_token(CI, frozenset({"urn:cloud:idaas:pam"}), "x")
     client = Client(make_app(broker))
     auth = {"Authorization": f"Bearer {access.value}"}
     assert client.get("/v1/whoami", headers=auth).get_json()["name"] == "ci"
-    broker.revoke_token(Principal("root", source="test"), access.value)
+    broker.tokens.revoke(Principal("root", source="test"), access.value)
     refused = client.get("/v1/whoami", headers=auth)
     assert refused.status_code == 401
     assert refused.get_json()["detail"] == "the access token has been revoked"
@@ -236,21 +236,22 @@ def test_revocation_and_reinstatement_are_audited(tmp_path: Path) -> None:
     }, plugins=[Grants(), Audit()])
     token = issue(broker)
     root = Principal("root", source="test")
-    broker.revoke_token(CI, token.value)
-    broker.reinstate_token(root, token.value)
+    broker.tokens.revoke(CI, token.value)
+    broker.tokens.reinstate(root, token.value)
     assert [(e.actor.name, e.token_ids, e.reinstated) for e in heard] == [
         ("ci", (token.record.token_id,), False), ("root", (token.record.token_id,), True)]
     with pytest.raises(Forbidden, match="ci has no grant for admin build-bot"):
-        broker.reinstate_token(CI, token.value)  # reinstating is for admins only
+        broker.tokens.reinstate(CI, token.value)  # reinstating is for admins only
     # The JWT still verifies; its record says it expired (as time passing would make it).
     expired = issue(broker)
-    broker.revoke_token(CI, expired.value)
-    with broker.store.engine.begin() as conn:
+    broker.tokens.revoke(CI, expired.value)
+    with broker.tokens.store.engine.begin() as conn:
         conn.execute(tokens.update().values(expires_at=0)
                      .where(tokens.c.token_id == expired.record.token_id))
     with pytest.raises(Conflict, match="has expired and cannot be reinstated"):
-        broker.reinstate_token(root, expired.value)
-    assert broker.reinstate_consumer(root, "ci", "build-bot") == 0  # expired ones stay revoked
+        broker.tokens.reinstate(root, expired.value)
+    # expired ones stay revoked
+    assert broker.tokens.reinstate_consumer(root, "ci", "build-bot") == 0
 
 
 CLI_CLIENT = "credenza-cli"
@@ -282,7 +283,7 @@ def test_identity_provider_tokens_identify_their_subject_until_revoked(tmp_path:
     me = client.get("/v1/whoami", headers=auth).get_json()
     # the subject, as a user; the groups claim is the token holder's word and counts for nothing
     assert (me["name"], me["kind"], me["groups"]) == ("alice", "user", [])
-    broker.revoke_token(alice, issued.value)
+    broker.tokens.revoke(alice, issued.value)
     refused = client.get("/v1/whoami", headers=auth)
     assert refused.status_code == 401 and "revoked" in refused.get_json()["detail"]
     # Tokens of an ordinary provider identify nobody, whatever their audience.

@@ -104,7 +104,8 @@ data_dir = "data"
 [server]
 certfile = "{cert}"
 keyfile = "{key}"
-idaas_instance_id = "{INSTANCE}"
+[api.idaas-pam]
+instance_id = "{INSTANCE}"
 [plugins.static]
 files = ["static.yaml"]
 [plugins.jwt]

@@ -117,8 +117,11 @@ def config() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def config_check(file: str) -> None:
     """Load FILE and its plugins as the server would; exit 1 with the first error."""
+    from credenza.wsgi.app import all_routes, family_settings  # the server's, when checked
+
     loaded = Config.from_file(file)
-    load_plugins(loaded)
+    routes = all_routes(load_plugins(loaded))
+    family_settings(loaded, (route.family for route in routes))
     names = ", ".join(loaded.plugins) or "none"
     click.echo(f"{loaded.source}: OK (plugins: {names}; data directory: {loaded.data_dir})")
 

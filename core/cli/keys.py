@@ -44,7 +44,7 @@ def api_token_command(state: CliState, user: str, client_id: str, provider: str,
     `credenza login` (and Descartes Labs' `auth login`) accept."""
     with Broker.from_config(state.config()) as broker:
         principal = broker.enrich(Principal(user, source="cli"))
-        record, value = broker.create_api_token(principal, client_id, provider)
+        record, value = broker.oauth.api_tokens.create(principal, client_id, provider)
     blob = {"id": record.token_id, "client_id": client_id, "name": user,
             "revoke_url": f"{url.rstrip('/')}/v2/credenza/authenticationTokens/_/actions/revoke",
             "client_secret": value}
@@ -66,8 +66,8 @@ def api_keys_group() -> None:
 def api_keys_create(state: CliState, owner: str, name: str, days: int) -> None:
     """Create an API key acting as OWNER; the key is printed once."""
     with Broker.from_config(state.config()) as broker:
-        record, value = broker.create_api_key(broker.enrich(Principal(owner, source="cli")),
-                                              name, dt.timedelta(days=days))
+        record, value = broker.api_keys.create(broker.enrich(Principal(owner, source="cli")),
+                                               name, dt.timedelta(days=days))
     click.echo(f"{record.token_id}  {name}  expires {record.expires_at:%Y-%m-%d}", err=True)
     click.echo(value)
 
@@ -78,7 +78,7 @@ def api_keys_create(state: CliState, owner: str, name: str, days: int) -> None:
 def api_keys_list(state: CliState, owner: str) -> None:
     """OWNER's API keys (never the keys themselves)."""
     with Broker.from_config(state.config()) as broker:
-        records = broker.list_api_keys(Principal(owner, source="cli"), owner)
+        records = broker.api_keys.list(Principal(owner, source="cli"), owner)
     for record in records:
         status = "revoked" if record.revoked else ("expired" if record.expired() else "active")
         click.echo(f"{record.token_id}  {record.claims.get('name')}  {status}  "
@@ -91,9 +91,9 @@ def api_keys_list(state: CliState, owner: str) -> None:
 def api_keys_revoke(state: CliState, key_id: str) -> None:
     """Revoke the API key KEY_ID (as its owner: this command is local administration)."""
     with Broker.from_config(state.config()) as broker:
-        record = broker.store.get(key_id) if broker.store else None
+        record = broker.tokens.store.get(key_id)
         owner = record.consumer_id if record else "-"
-        broker.revoke_api_key(Principal(owner, source="cli"), key_id)
+        broker.api_keys.revoke(Principal(owner, source="cli"), key_id)
     click.echo(f"revoked {key_id}")
 
 

@@ -1,6 +1,6 @@
 """``credenza.client.Auth``: short-lived JWTs from a client id and a long-lived refresh token.
 
-The semantics of the Descartes Labs client (protocols/descartes-auth.md), against credenza's
+The semantics of the Descartes Labs client (docs/protocols/descartes-auth.md), against credenza's
 ``POST /token``:
 
 * credentials come from the arguments, then ``CREDENZA_TOKEN``, ``CREDENZA_CLIENT_ID``,

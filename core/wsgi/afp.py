@@ -1,4 +1,4 @@
-"""The afp-core compatible API, as afp-cli and afp-web really use it (protocols/afp.md).
+"""The afp-core compatible API, as afp-cli and afp-web really use it (docs/protocols/afp.md).
 
 Mount it where afp-core was (afp-cli's default base is ``https://HOST/afp-api/latest``) or point
 ``afp --api-url`` at the server root. Unlike afp-core: no identity is 401 (not 500), an ungranted

@@ -24,8 +24,10 @@ from credenza.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unauthenticated,
 )
 from credenza.legacy import ACCOUNT_CONFIG_PATH, CONFIG_PATH, configure_afp_logging
+from credenza.loader import PluginManager
 from credenza.wsgi import afp, ica, imds, keys, meta, oauth, pam
 from credenza.wsgi.routes import CORE, Family, RequestContext, Route
 
@@ -49,10 +51,11 @@ class CredenzaApp:
             strict_slashes=False,
         )
         self.families = tuple(dict.fromkeys(route.family for route in self.routes))
+        self.settings = family_settings(broker.config, self.families)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
-        ctx = RequestContext(self.broker, request, self.routes)
+        ctx = RequestContext(self.broker, request, self.routes, self.settings)
         response = self._respond(ctx)
         response.headers["X-Request-Id"] = ctx.request_id
         return response(environ, start_response)
@@ -93,6 +96,8 @@ class CredenzaApp:
         return CORE
 
     def _error(self, family: Family, error: CredenzaError, ctx: RequestContext) -> Response:
+        if isinstance(error, Unauthenticated):
+            error.realm = self.broker.config.server.realm
         if error.status >= 500:
             log.warning("request %s: %s %s", ctx.request_id, error.status, error.detail)
         return family.render_error(error, ctx)
@@ -110,13 +115,34 @@ def _refuse_smuggled_separators(environ: dict[str, Any]) -> None:
         raise BadRequest("the path contains an encoded slash, a backslash or a NUL character")
 
 
+def family_settings(config: Config, families: Iterable[Family]) -> dict[str, Any]:
+    """The settings of every family that has some, read from its ``[api.NAME]`` table.
+
+    :raises ConfigError: for a bad setting, or a table that names no family of this app.
+    """
+    families = tuple(families)
+    known = {family.name for family in families}
+    for name in config.api_tables:
+        if name not in known:
+            raise ConfigError(f"{config.source}: [api.{name}]: unknown API family (known: "
+                              f"{', '.join(sorted(known))})")
+    return {family.name: family.settings.from_section(config.api_section(family.name))
+            for family in families if family.settings is not None}
+
+
+def all_routes(plugin_manager: PluginManager) -> list[Route]:
+    """The built-in routes, then those the plugins add."""
+    routes: list[Route] = [route for module in BUILTIN_ROUTE_MODULES for route in module.ROUTES]
+    plugin_manager.hook.credenza_routes(add=routes.append)
+    return routes
+
+
 def make_app(broker: Broker) -> CredenzaApp:
     """The WSGI app for ``broker``: the built-in API families plus routes added by plugins.
 
     :raises ConfigError: when two routes claim the same path and method.
     """
-    routes: list[Route] = [route for module in BUILTIN_ROUTE_MODULES for route in module.ROUTES]
-    broker.plugin_manager.hook.credenza_routes(add=routes.append)
+    routes = all_routes(broker.plugin_manager)
     seen: dict[tuple[str, str], Route] = {}
     for route in routes:
         for method in route.methods:

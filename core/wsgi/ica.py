@@ -1,4 +1,4 @@
-"""The Illumina ICA compatible token API (protocols/ica.md), for ``libica``'s TokenApi.
+"""The Illumina ICA compatible token API (docs/protocols/ica.md), for ``libica``'s TokenApi.
 
 ``POST /ica/rest/api/tokens[?tenant=]`` makes a JWT for the caller, who authenticates with
 ``X-API-Key`` (which wins when the SDK sends several credentials), HTTP Basic (password users; a
@@ -11,17 +11,45 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import attrs
 from werkzeug.wrappers import Response
 
+from credenza.config import Section
 from credenza.errors import BadRequest, Forbidden, Unauthenticated
-from credenza.models import IdentityRequest, Principal, TokenSpec
+from credenza.models import ORIGIN_CLAIM, IdentityRequest, Principal, TokenSpec
 from credenza.wsgi.routes import Family, RequestContext, Route, json_response
 
-ICA = Family("ica", "Illumina ICA compatible token API (libica TokenApi).", prefixes=("/ica/",))
+# The principal attribute listing a user's tenants (a string or a list), e.g. from the static
+# YAML's ``attributes: {tenants: [...]}``.
+TENANTS_ATTRIBUTE = "tenants"
+# ORIGIN_CLAIM values: how the caller authenticated when the token was created.
+FROM_API_KEY, FROM_BASIC, FROM_BEARER = "api-key", "basic", "bearer"
+
+
+@attrs.frozen
+class IcaSettings:
+    """``[api.ica]``: where the tokens of this API come from."""
+
+    #: the credential provider (a ``[plugins.jwt.providers.NAME]``) that signs the tokens
+    token_provider: str = "ica"  # noqa: S105 - a provider name
+    #: the audience of the tokens
+    audience: str = "ica"
+
+    @classmethod
+    def from_section(cls, section: Section) -> IcaSettings:
+        """Read ``[api.ica]``."""
+        settings = cls(section.get_str("token_provider", "ica"),
+                       section.get_str("audience", "ica"))
+        section.check_unknown()
+        return settings
+
+
+ICA = Family("ica", "Illumina ICA compatible token API (libica TokenApi).", prefixes=("/ica/",),
+             settings=IcaSettings)
 
 
 def _tenants(principal: Principal) -> Sequence[str]:
-    value = principal.attributes.get("tenants") or ()
+    value = principal.attributes.get(TENANTS_ATTRIBUTE) or ()
     return [value] if isinstance(value, str) else list(value)
 
 
@@ -31,7 +59,7 @@ def _tenant(principal: Principal, asked: str | None, origin: str) -> str | None:
         if tenants and asked not in tenants:
             raise Forbidden(f"{principal.name} is not a member of tenant {asked!r}")
         return asked
-    if origin == "basic" and len(tenants) > 1:
+    if origin == FROM_BASIC and len(tenants) > 1:
         raise BadRequest(f"{principal.name} belongs to several tenants ({', '.join(tenants)}): "
                          "name one with the tenant parameter")
     return tenants[0] if len(tenants) == 1 else None
@@ -41,30 +69,40 @@ def create_token(ctx: RequestContext) -> Response:
     """A JWT for the caller."""
     presented = IdentityRequest.from_environ(ctx.request.environ)
     if presented.api_key:
-        origin = "api-key"
+        origin = FROM_API_KEY
         presented = IdentityRequest(environ=ctx.request.environ, api_key=presented.api_key)
     elif presented.basic:
-        origin = "basic"
+        origin = FROM_BASIC
     elif presented.bearer:
-        origin = "bearer"
+        origin = FROM_BEARER
     else:
         raise Unauthenticated("an API key (X-API-Key), HTTP Basic or a bearer token is required")
     principal = ctx.broker.identify(presented)
-    server = ctx.broker.config.server
+    settings: IcaSettings = ctx.settings(ICA)
     tenant = _tenant(principal, ctx.request.args.get("tenant"), origin)
-    claims = {"origin": origin, **({"tenant": tenant} if tenant else {})}
-    spec = TokenSpec(server.ica_token_provider, principal.name, [server.ica_audience],
+    claims = {ORIGIN_CLAIM: origin, **({"tenant": tenant} if tenant else {})}
+    spec = TokenSpec(settings.token_provider, principal.name, [settings.audience],
                      custom_claims=claims, consumer_id=principal.name)
     return json_response({"token": ctx.broker.issue_token(principal, spec).value})
 
 
 def refresh_token(ctx: RequestContext) -> Response:
-    """A fresh JWT for a still-valid, unrevoked one (not for those made with an API key)."""
+    """A fresh JWT with the claims of a still-valid, unrevoked one, for the same consumer, if it
+    still holds the grant. Tokens made with an API key are not refreshable: the key makes new
+    ones."""
     presented = IdentityRequest.from_environ(ctx.request.environ)
     if not presented.bearer:
         raise Unauthenticated("the JWT to refresh goes in Authorization: Bearer")
-    token = ctx.broker.refresh_token(presented.bearer, ctx.broker.config.server.ica_token_provider)
-    return json_response({"token": token.value})
+    settings: IcaSettings = ctx.settings(ICA)
+    record = ctx.broker.tokens.live_record(presented.bearer, settings.token_provider)
+    if record is None:
+        raise Unauthenticated("the token is not a valid, unrevoked token of this API")
+    if record.claims.get(ORIGIN_CLAIM) == FROM_API_KEY:
+        raise Forbidden("a token created with an API key cannot be refreshed; create a new "
+                        "one with the key")
+    consumer = ctx.broker.enrich(Principal(record.consumer_id, source="refresh",
+                                           kind=record.creator_type))
+    return json_response({"token": ctx.broker.issue_token(consumer, record.spec()).value})
 
 
 RESPONSES = {200: "{token}", 400: "Ambiguous tenant", 401: "Bad credentials",

@@ -1,9 +1,9 @@
 """The AWS SDK credential endpoints: instance metadata (IMDSv2) and container credentials.
 
 boto3 finds them through ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` and
-``AWS_CONTAINER_CREDENTIALS_FULL_URI`` (see protocols/aws-clients.md). IMDS callers are identified
-like any other (usually by address, with the ``environ`` plugin on ``REMOTE_ADDR``) and get the
-one account/role they are granted; container callers present an API key as their
+``AWS_CONTAINER_CREDENTIALS_FULL_URI`` (see docs/protocols/aws-clients.md). IMDS callers are
+identified like any other (usually by address, with the ``environ`` plugin on ``REMOTE_ADDR``)
+and get the one account/role they are granted; container callers present an API key as their
 ``Authorization`` token and name the account and role in the URL.
 """
 
@@ -17,16 +17,46 @@ import hmac
 import time
 from pathlib import Path
 
+import attrs
 from werkzeug.wrappers import Response
 
 from credenza.broker import Broker
+from credenza.config import Section
 from credenza.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from credenza.models import Account, AwsCredentials, AwsOptions, Principal, aws_timestamp
 from credenza.secrets import key_file
 from credenza.wsgi.routes import Family, RequestContext, Route, json_response
 
+
+@attrs.frozen
+class AwsSdkSettings:
+    """``[api.aws-sdk]``: the instance metadata endpoints."""
+
+    #: where the session token key is kept when none is configured
+    data_dir: Path
+    #: the key that signs IMDSv2 session tokens (``env:``/``file:``); replicas behind one address
+    #: share it. Default: a key file made in the data directory on first use.
+    imds_token_key: str | None = attrs.field(default=None, repr=False)
+    #: whether IMDSv1 (requests without a session token) is answered
+    imds_v1: bool = False
+
+    @classmethod
+    def from_section(cls, section: Section) -> AwsSdkSettings:
+        """Read ``[api.aws-sdk]``."""
+        settings = cls(section.data_dir, section.get_secret("imds_token_key", None),
+                       section.get_bool("imds_v1", False))
+        section.check_unknown()
+        return settings
+
+    def token_key(self) -> bytes:
+        """The key that signs session tokens."""
+        if self.imds_token_key:
+            return self.imds_token_key.encode()
+        return _stored_key(self.data_dir)
+
+
 AWS_SDK = Family("aws-sdk", "Credential endpoints for AWS SDKs: IMDSv2 and container credentials.",
-                 prefixes=("/latest/", "/v1/container-credentials/"))
+                 prefixes=("/latest/", "/v1/container-credentials/"), settings=AwsSdkSettings)
 
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"  # noqa: S105 - a header name
 TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - a header name
@@ -34,6 +64,11 @@ MAX_TOKEN_TTL = 21600
 # botocore treats credentials with less than ~15 minutes left as expiring and pretends they last
 # longer: metadata clients always get at least 30 minutes.
 METADATA_MIN_REMAINING = dt.timedelta(minutes=30)
+@functools.lru_cache(maxsize=8)
+def _stored_key(data_dir: Path) -> bytes:
+    return key_file(data_dir / "imds-token.key")
+
+
 def metadata_credentials(credentials: AwsCredentials) -> dict[str, str]:
     """Credentials in the instance metadata shape (which afp-core reproduced)."""
     return {
@@ -73,16 +108,6 @@ def metadata_issue(ctx: RequestContext, role: str) -> tuple[Account, AwsCredenti
 # -- IMDSv2 session tokens ------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def _stored_key(data_dir: Path) -> bytes:
-    return key_file(data_dir / "imds-token.key")
-
-
-def _token_key(broker: Broker) -> bytes:
-    configured = broker.config.server.imds_token_key
-    return configured.encode() if configured else _stored_key(broker.config.data_dir)
-
-
 def _mac(key: bytes, expires: int, remote_addr: str) -> str:
     digest = hmac.new(key, f"{expires}|{remote_addr}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
@@ -98,7 +123,8 @@ def new_token(ctx: RequestContext) -> Response:
         raise BadRequest(f"{TOKEN_TTL_HEADER} must be a number of seconds from 1 to "
                          f"{MAX_TOKEN_TTL}")
     expires = int(time.time()) + int(raw_ttl)
-    token = f"{expires}.{_mac(_token_key(ctx.broker), expires, ctx.request.remote_addr or '')}"
+    mac = _mac(ctx.settings(AWS_SDK).token_key(), expires, ctx.request.remote_addr or "")
+    token = f"{expires}.{mac}"
     return Response(token, content_type="text/plain",
                     headers={TOKEN_TTL_HEADER: raw_ttl, "Cache-Control": "no-store"})
 
@@ -106,10 +132,11 @@ def new_token(ctx: RequestContext) -> Response:
 def require_token(ctx: RequestContext) -> None:
     """Check the session token of a metadata GET (IMDSv1 only where configured)."""
     token = ctx.request.headers.get(TOKEN_HEADER)
-    if token is None and ctx.broker.config.server.imds_v1:
+    settings: AwsSdkSettings = ctx.settings(AWS_SDK)
+    if token is None and settings.imds_v1:
         return
     expires, _, mac = (token or "").partition(".")
-    expected = _mac(_token_key(ctx.broker), int(expires) if expires.isdigit() else 0,
+    expected = _mac(settings.token_key(), int(expires) if expires.isdigit() else 0,
                     ctx.request.remote_addr or "")
     if not (expires.isdigit() and int(expires) > time.time()
             and hmac.compare_digest(mac, expected)):

@@ -28,7 +28,7 @@ def create_key(ctx: RequestContext) -> Response:
     name = body.get("name")
     if not isinstance(name, str):
         raise BadRequest("name is required (a string)")
-    record, value = ctx.broker.create_api_key(ctx.principal(), name, dt.timedelta(days=days))
+    record, value = ctx.broker.api_keys.create(ctx.principal(), name, dt.timedelta(days=days))
     return json_response({**describe(record), "key": value})
 
 
@@ -36,13 +36,13 @@ def list_keys(ctx: RequestContext) -> Response:
     """The caller's API keys (``?owner=`` for admins of API keys)."""
     principal = ctx.principal()
     owner = ctx.request.args.get("owner") or principal.name
-    return json_response({"keys": [describe(r) for r in ctx.broker.list_api_keys(principal,
-                                                                                 owner)]})
+    keys = ctx.broker.api_keys.list(principal, owner)
+    return json_response({"keys": [describe(record) for record in keys]})
 
 
 def revoke_key(ctx: RequestContext, key_id: str) -> Response:
     """Revoke one API key."""
-    return json_response(describe(ctx.broker.revoke_api_key(ctx.principal(), key_id)))
+    return json_response(describe(ctx.broker.api_keys.revoke(ctx.principal(), key_id)))
 
 
 ROUTES = (

@@ -13,35 +13,20 @@ import urllib.parse
 
 from werkzeug.wrappers import Response
 
-from credenza.errors import BadRequest, CredenzaError, Forbidden, InvalidGrant, Unauthenticated
-from credenza.models import BasicCredentials, IdentityRequest, IssuedToken
+from credenza.errors import BadRequest, CredenzaError, Unauthenticated, UnsupportedGrantType
+from credenza.models import BasicCredentials, IdentityRequest, Principal
+from credenza.oauth import TokenResponse
 from credenza.wsgi.routes import JSON, Family, RequestContext, Route, json_response
 
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URI
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a type URI
-SUBJECT_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt",
-                                 "urn:ietf:params:oauth:token-type:id_token"})
+# RFC 6749 5.2 error codes for errors that have no code of their own, by HTTP status.
 OAUTH_ERRORS = {400: "invalid_request", 401: "invalid_client", 403: "unauthorized_client",
                 404: "invalid_request", 413: "invalid_request"}
 
 
-class OAuthError(BadRequest):
-    """An RFC 6749 error with its own code (``unsupported_grant_type``, ``invalid_scope``)."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-
-
 def render_oauth_error(error: CredenzaError, ctx: RequestContext) -> Response:
     """``{error, error_description, request_id}`` with the status RFC 6749 asks for."""
-    if isinstance(error, OAuthError):
-        code = error.code
-    elif isinstance(error, InvalidGrant):
-        code = "invalid_grant"
-    else:
-        code = OAUTH_ERRORS.get(error.status, "server_error" if error.status < 503
-                                else "temporarily_unavailable")
+    code = error.oauth_error or OAUTH_ERRORS.get(
+        error.status, "server_error" if error.status < 503 else "temporarily_unavailable")
     body = {"error": code, "error_description": error.detail, "request_id": ctx.request_id}
     headers = error.headers()
     if error.status == 401:
@@ -73,7 +58,7 @@ def form(ctx: RequestContext) -> dict[str, str]:
     return values
 
 
-def client_principal(ctx: RequestContext, params: dict[str, str]):
+def client_principal(ctx: RequestContext, params: dict[str, str]) -> Principal:
     """The authenticated client: Basic, or client_id + client_secret in the body (not both)."""
     request = IdentityRequest.from_environ(ctx.request.environ)
     posted = params.get("client_id"), params.get("client_secret")
@@ -93,66 +78,24 @@ def client_principal(ctx: RequestContext, params: dict[str, str]):
     return principal
 
 
-def audiences_of(scope: str) -> frozenset[str]:
-    """Scopes are ``audience|value`` (the IDaaS form) or a bare audience."""
-    return frozenset(item.split("|", 1)[0] for item in scope.split() if item)
-
-
 def token(ctx: RequestContext) -> Response:
-    """The token endpoint: ``client_credentials`` and ``refresh_token`` (rotating)."""
+    """The token endpoint: the grant class registered for ``grant_type`` does the work."""
     params = form(ctx)
-    grant_type = params.get("grant_type")
-    if grant_type not in ("client_credentials", "refresh_token", TOKEN_EXCHANGE):
-        raise OAuthError("unsupported_grant_type",
-                         f"grant_type {grant_type!r} is not supported here")
-    principal = client_principal(ctx, params)
-    refresh: str | None = None
-    extra: dict[str, str] = {}
-    if grant_type == TOKEN_EXCHANGE:
-        if params.get("subject_token_type") not in SUBJECT_TOKEN_TYPES:
-            raise BadRequest("subject_token_type must be one of "
-                             f"{', '.join(sorted(SUBJECT_TOKEN_TYPES))}")
-        requested = params.get("requested_token_type") or ACCESS_TOKEN_TYPE
-        if requested != ACCESS_TOKEN_TYPE:
-            raise BadRequest(f"requested_token_type can only be {ACCESS_TOKEN_TYPE}")
-        if not params.get("subject_token"):
-            raise BadRequest("subject_token is required")
-        if params.get("actor_token"):
-            raise BadRequest("actor_token is not supported: the authenticated client is the "
-                             "actor")
-        scope = params.get("scope", "")
-        try:
-            issued = ctx.broker.exchange_token(principal, params["subject_token"],
-                                               audiences_of(scope), scope)
-        except Unauthenticated as exc:
-            raise InvalidGrant(exc.detail) from None
-        extra["issued_token_type"] = ACCESS_TOKEN_TYPE
-    elif grant_type == "refresh_token":
-        if not params.get("refresh_token"):
-            raise BadRequest("refresh_token is required")
-        issued, refresh = ctx.broker.refresh_access_token(principal, params["refresh_token"])
-        scope = str(issued.record.claims.get("scope", ""))
-    else:
-        scope = params.get("scope", "")
-        audiences = audiences_of(scope)
-        family = None
-        if principal.attributes.get("refresh_tokens") == "rotate":
-            refresh, family = ctx.broker.issue_refresh_token(principal, audiences, scope)
-        issued = ctx.broker.issue_access_token(principal, audiences, scope, family)
-    return token_answer(issued, scope=scope, **({"refresh_token": refresh} if refresh else {}),
-                        **extra)
+    grant = ctx.broker.oauth.grant(params.get("grant_type"))
+    return token_answer(grant.issue(client_principal(ctx, params), params))
 
 
-def token_answer(issued: IssuedToken, **fields: str) -> Response:
+def token_answer(answer: TokenResponse) -> Response:
     """A successful token response: the token, its lifetime as ``expires_in`` and ``expires_at``
-    (epoch seconds, which some clients cache by), and ``fields``; never cached."""
-    record = issued.record
+    (epoch seconds, which some clients cache by), and the grant's fields; never cached."""
+    record = answer.issued.record
     response = json_response({
-        "access_token": issued.value,
+        "access_token": answer.issued.value,
         "token_type": "Bearer",
         "expires_in": int((record.expires_at - record.issued_at).total_seconds()),
         "expires_at": int(record.expires_at.timestamp()),
-        **fields,
+        **({"scope": answer.scope} if answer.scope is not None else {}),
+        **answer.fields,
     })
     response.headers["Pragma"] = "no-cache"
     return response
@@ -160,59 +103,38 @@ def token_answer(issued: IssuedToken, **fields: str) -> Response:
 
 def token_json(ctx: RequestContext) -> Response:
     """``POST /token`` with a JSON body, for public API-token clients (the Descartes Labs
-    style): ``{client_id, grant_type: refresh_token, refresh_token}``. The refresh token is the
-    user's API token and keeps working (no rotation); the JWT's audience is the client id."""
+    style): ``{client_id, grant_type: refresh_token, refresh_token}``."""
     body = ctx.json_body()
-    if body.get("grant_type") != "refresh_token":
-        raise OAuthError("unsupported_grant_type", "grant_type must be refresh_token")
+    api_tokens = ctx.broker.oauth.api_tokens
+    if body.get("grant_type") != api_tokens.grant_type:
+        raise UnsupportedGrantType(f"grant_type must be {api_tokens.grant_type}")
     client_id, api_token = body.get("client_id"), body.get("refresh_token")
     if not isinstance(client_id, str) or not isinstance(api_token, str):
         raise BadRequest("client_id and refresh_token are required strings")
-    return token_answer(ctx.broker.exchange_api_token(client_id, api_token))
+    return token_answer(TokenResponse(api_tokens.exchange(client_id, api_token)))
 
 
 def introspect(ctx: RequestContext) -> Response:
     """RFC 7662: what a token is, for the client it was issued to (or an admin)."""
     params = form(ctx)
-    principal = client_principal(ctx, params)
-    record = ctx.broker.any_token_record(params.get("token") or "")
-    if record is None or record.revoked or record.expired():
-        return json_response({"active": False})
-    try:
-        ctx.broker.authorize_manage(principal, record.consumer_id, record.provider)
-    except Forbidden:
-        return json_response({"active": False})  # another client's token: tell nothing
-    claims = record.claims
-    body = {"active": True, "token_type": record.token_type, "client_id": record.consumer_id,
-            "jti": record.token_id, "exp": int(record.expires_at.timestamp()),
-            "iat": int(record.issued_at.timestamp())}
-    body.update({key: claims[key] for key in ("sub", "aud", "iss", "scope", "nbf")
-                 if key in claims})
-    return json_response(body)
+    client = client_principal(ctx, params)
+    return json_response(ctx.broker.oauth.introspect(client, params.get("token") or ""))
 
 
 def revoke(ctx: RequestContext) -> Response:
     """RFC 7009: revoke a token of the calling client; a refresh token takes its family with
     it. Unknown tokens are answered 200, as the RFC asks."""
     params = form(ctx)
-    principal = client_principal(ctx, params)
-    token_value = params.get("token")
-    if not token_value:
+    client = client_principal(ctx, params)
+    if not params.get("token"):
         raise BadRequest("token is required")
-    record = ctx.broker.any_token_record(token_value)
-    if record is not None:
-        ctx.broker.authorize_manage(principal, record.consumer_id, record.provider)
-        if record.token_type == "refresh_token":  # noqa: S105 - a kind of token
-            ctx.broker.revoke_family(principal, record.consumer_id,
-                                     str(record.claims["family"]))
-        else:
-            ctx.broker.revoke_token(principal, token_value)
+    ctx.broker.oauth.revoke(client, params["token"])
     return json_response({})
 
 
 def jwks(ctx: RequestContext) -> Response:
     """Every published public key (active, next, and retiring ones still covering tokens)."""
-    response = json_response({"keys": ctx.broker.jwks()})
+    response = json_response({"keys": ctx.broker.tokens.jwks()})
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 
@@ -220,12 +142,12 @@ def jwks(ctx: RequestContext) -> Response:
 def openid_configuration(ctx: RequestContext) -> Response:
     """Discovery (RFC 8414 / OpenID Connect Discovery) for this broker's issuer."""
     base = ctx.request.host_url.rstrip("/")
-    issuer = ctx.broker.issuer() or base
+    issuer = ctx.broker.tokens.issuer() or base
     return json_response({
         "issuer": issuer,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "token_endpoint": f"{base}/oauth2/token",
-        "grant_types_supported": ["client_credentials", "refresh_token", TOKEN_EXCHANGE],
+        "grant_types_supported": sorted(ctx.broker.oauth.grants),
         "introspection_endpoint": f"{base}/oauth2/introspect",
         "revocation_endpoint": f"{base}/oauth2/revoke",
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],

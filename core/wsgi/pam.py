@@ -1,23 +1,43 @@
 """The IDaaS PAM compatible developer API: ``/v2/{instanceId}/authenticationTokens/...``.
 
-What the real ``cloud-idaas-pam-client`` sends and expects (protocols/idaas-pam.md): JSON bodies,
-``Authorization: Bearer <access token>`` from ``/oauth2/token`` (except for validation and
+What the real ``cloud-idaas-pam-client`` sends and expects (docs/protocols/idaas-pam.md): JSON
+bodies, ``Authorization: Bearer <access token>`` from ``/oauth2/token`` (except for validation and
 short-token exchange), every success 200 with a JSON body, times in epoch milliseconds, errors
 as ``{code, error, error_description, request_id}``.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import json
 from typing import Any
 
+import attrs
 from werkzeug.wrappers import Response
 
+from credenza.config import Section
 from credenza.errors import BadRequest, CredenzaError, NotFound
-from credenza.models import IssuedToken, TokenQuery, TokenRecord, TokenSpec
+from credenza.models import RESERVED_CLAIMS, IssuedToken, TokenQuery, TokenRecord, TokenSpec
 from credenza.wsgi.routes import Family, RequestContext, Route, json_response
 
 MAX_RESULTS = 100
+
+
+@attrs.frozen
+class PamSettings:
+    """``[api.idaas-pam]``."""
+
+    #: the instance id in the API's paths (``/v2/{instanceId}/...``) and in token metadata
+    instance_id: str = "credenza"
+
+    @classmethod
+    def from_section(cls, section: Section) -> PamSettings:
+        """Read ``[api.idaas-pam]``."""
+        settings = cls(section.get_str("instance_id", "credenza"))
+        section.check_unknown()
+        return settings
 
 
 def render_pam_error(error: CredenzaError, ctx: RequestContext) -> Response:
@@ -28,7 +48,7 @@ def render_pam_error(error: CredenzaError, ctx: RequestContext) -> Response:
 
 
 PAM = Family("idaas-pam", "IDaaS PAM compatible developer API (cloud-idaas-pam-client).",
-             prefixes=("/v2/",), render_error=render_pam_error)
+             prefixes=("/v2/",), render_error=render_pam_error, settings=PamSettings)
 
 
 def _ms(moment: dt.datetime | None) -> int | None:
@@ -36,14 +56,14 @@ def _ms(moment: dt.datetime | None) -> int | None:
 
 
 def _check_instance(ctx: RequestContext, instance_id: str) -> None:
-    if instance_id != ctx.broker.config.server.idaas_instance_id:
+    if instance_id != ctx.settings(PAM).instance_id:
         raise NotFound(f"unknown instance {instance_id!r}")
 
 
 def metadata(ctx: RequestContext, record: TokenRecord) -> dict[str, Any]:
     """A token's metadata as the SDK reads it."""
     return {
-        "instanceId": ctx.broker.config.server.idaas_instance_id,
+        "instanceId": ctx.settings(PAM).instance_id,
         "authenticationTokenId": record.token_id,
         "authenticationTokenType": record.token_type,
         "credentialProviderId": record.provider,
@@ -93,6 +113,10 @@ def generate_jwt(ctx: RequestContext, instance_id: str) -> Response:
     custom = body.get("customClaims") or {}
     if not isinstance(custom, dict):
         raise BadRequest("customClaims must be a JSON object")
+    reserved = sorted(RESERVED_CLAIMS & custom.keys())
+    if reserved:
+        raise BadRequest(f"customClaims cannot set claims this broker reserves: "
+                         f"{', '.join(reserved)}")
     include_short = body.get("includeDerivedShortToken") or False
     if not isinstance(include_short, bool):
         raise BadRequest("includeDerivedShortToken must be true or false")
@@ -115,15 +139,16 @@ def obtain_jwt(ctx: RequestContext, instance_id: str) -> Response:
     _check_instance(ctx, instance_id)
     principal = ctx.principal()
     body = ctx.json_body()
-    token = ctx.broker.obtain_token(principal, _string(body, "consumerId"),
-                                    _string(body, "authenticationTokenId"))
+    token = ctx.broker.tokens.obtain(principal, _string(body, "consumerId"),
+                                     _string(body, "authenticationTokenId"))
     return _jwt_answer(ctx, token)
 
 
 def obtain_by_short_token(ctx: RequestContext, instance_id: str) -> Response:
     """``obtainJwtByDerivedShortToken``: the short token is the credential (no Authorization)."""
     _check_instance(ctx, instance_id)
-    token = ctx.broker.obtain_by_short_token(_string(ctx.json_body(), "derivedShortToken"))
+    token = ctx.broker.tokens.obtain_by_short_token(_string(ctx.json_body(),
+                                                            "derivedShortToken"))
     return _jwt_answer(ctx, token)
 
 
@@ -149,38 +174,75 @@ def list_tokens(ctx: RequestContext, instance_id: str) -> Response:
         provider=_string(dict(args), "credentialProviderIdentifier"),
         revoked=_flag(ctx, "revoked"), expired=_flag(ctx, "expired"),
     )
-    page = ctx.broker.list_tokens(principal, query, int(raw_max), args.get("nextToken") or None)
+    next_token = args.get("nextToken") or None
+    after = _page_position(next_token, query) if next_token else None
+    page = ctx.broker.tokens.list(principal, query, int(raw_max), after)
     return json_response({"entities": [metadata(ctx, record) for record in page.items],
                           "totalCount": page.total_count, "maxResults": int(raw_max),
-                          "nextToken": page.next_token})
+                          "nextToken": _page_token(page.after, query) if page.after else None})
+
+
+# nextToken: where the page ended, bound to the listing's filters so that a token of another
+# listing is refused rather than silently applied.
+
+def _fingerprint(query: TokenQuery) -> str:
+    raw = f"{query.consumer_id}\0{query.provider}\0{query.revoked}\0{query.expired}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def _page_token(after: str, query: TokenQuery) -> str:
+    raw = json.dumps([after, _fingerprint(query)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _page_position(token: str, query: TokenQuery) -> str:
+    try:
+        after, fingerprint = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, TypeError):
+        raise BadRequest("nextToken is not one this broker gave out") from None
+    if fingerprint != _fingerprint(query) or not isinstance(after, str):
+        raise BadRequest("nextToken belongs to another listing (other filters)")
+    return after
 
 
 def validate(ctx: RequestContext, instance_id: str) -> Response:
     """``validate``: whether a JWT or derived short token is active (no Authorization)."""
     _check_instance(ctx, instance_id)
-    return json_response({"active": ctx.broker.validate_token(_string(ctx.json_body(), "token"))})
+    return json_response({"active": ctx.broker.tokens.validate(_string(ctx.json_body(),
+                                                                          "token"))})
 
 
-def _token_action(method: str) -> Any:
-    def action(ctx: RequestContext, instance_id: str) -> Response:
-        _check_instance(ctx, instance_id)
-        getattr(ctx.broker, method)(ctx.principal(), _string(ctx.json_body(), "token"))
-        return json_response({})
-
-    action.__doc__ = f"``{method}`` of one token (a JWT or a derived short token)."
-    return action
+def revoke(ctx: RequestContext, instance_id: str) -> Response:
+    """``revoke``: one token (a JWT or a derived short token), by its consumer or an admin."""
+    _check_instance(ctx, instance_id)
+    ctx.broker.tokens.revoke(ctx.principal(), _string(ctx.json_body(), "token"))
+    return json_response({})
 
 
-def _consumer_action(method: str) -> Any:
-    def action(ctx: RequestContext, instance_id: str) -> Response:
-        _check_instance(ctx, instance_id)
-        body = ctx.json_body()
-        getattr(ctx.broker, method)(ctx.principal(), _string(body, "consumerId"),
-                                    _string(body, "credentialProviderIdentifier"))
-        return json_response({})
+def reinstate(ctx: RequestContext, instance_id: str) -> Response:
+    """``reinstate``: one revoked, unexpired token (admins)."""
+    _check_instance(ctx, instance_id)
+    ctx.broker.tokens.reinstate(ctx.principal(), _string(ctx.json_body(), "token"))
+    return json_response({})
 
-    action.__doc__ = f"``{method}``: all of a consumer's tokens of one provider."
-    return action
+
+def _consumer_and_provider(ctx: RequestContext) -> tuple[str, str]:
+    body = ctx.json_body()
+    return _string(body, "consumerId"), _string(body, "credentialProviderIdentifier")
+
+
+def revoke_by_consumer(ctx: RequestContext, instance_id: str) -> Response:
+    """``revokeByConsumer``: all of a consumer's tokens of one provider."""
+    _check_instance(ctx, instance_id)
+    ctx.broker.tokens.revoke_consumer(ctx.principal(), *_consumer_and_provider(ctx))
+    return json_response({})
+
+
+def reinstate_by_consumer(ctx: RequestContext, instance_id: str) -> Response:
+    """``reinstateByConsumer``: a consumer's unexpired tokens of one provider (admins)."""
+    _check_instance(ctx, instance_id)
+    ctx.broker.tokens.reinstate_consumer(ctx.principal(), *_consumer_and_provider(ctx))
+    return json_response({})
 
 
 def fetch_oauth_token(ctx: RequestContext, instance_id: str) -> Response:
@@ -226,13 +288,13 @@ ROUTES = (
           responses=COMMON),
     Route(f"{ACTIONS}/validate", validate, methods=("POST",), family=PAM, authenticated=False,
           summary="Whether a token is active", responses={200: "{active}"}),
-    Route(f"{ACTIONS}/revoke", _token_action("revoke_token"), methods=("POST",), family=PAM,
+    Route(f"{ACTIONS}/revoke", revoke, methods=("POST",), family=PAM,
           summary="Revoke a token", responses=COMMON),
-    Route(f"{ACTIONS}/reinstate", _token_action("reinstate_token"), methods=("POST",),
+    Route(f"{ACTIONS}/reinstate", reinstate, methods=("POST",),
           family=PAM, summary="Reinstate a revoked token (admin)", responses=COMMON),
-    Route(f"{ACTIONS}/revokeByConsumer", _consumer_action("revoke_consumer"), methods=("POST",),
+    Route(f"{ACTIONS}/revokeByConsumer", revoke_by_consumer, methods=("POST",),
           family=PAM, summary="Revoke a consumer's tokens of a provider", responses=COMMON),
-    Route(f"{ACTIONS}/reinstateByConsumer", _consumer_action("reinstate_consumer"),
+    Route(f"{ACTIONS}/reinstateByConsumer", reinstate_by_consumer,
           methods=("POST",), family=PAM, summary="Reinstate a consumer's tokens (admin)",
           responses=COMMON),
     Route(f"{ACTIONS}/fetchOAuthAccessToken", fetch_oauth_token, methods=("POST",), family=PAM,

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from werkzeug.wrappers import Request, Response
 
 from credenza.broker import Broker
+from credenza.config import Section
 from credenza.errors import BadRequest, CredenzaError, PayloadTooLarge
 from credenza.models import IdentityRequest, Principal
 
@@ -47,14 +48,24 @@ def problem_response(error: CredenzaError, ctx: RequestContext) -> Response:
     return json_response(body, error.status, error.headers(), PROBLEM_JSON)
 
 
+class FamilySettings(Protocol):
+    """The settings class of an API family: read from its ``[api.NAME]`` table."""
+
+    @classmethod
+    def from_section(cls, section: Section) -> FamilySettings:
+        """Read and check the table (unknown keys are errors)."""
+
+
 @attrs.frozen
 class Family:
-    """An API family: its name (the OpenAPI tag), path prefixes and error shape."""
+    """An API family: its name (the OpenAPI tag and its ``[api.NAME]`` table), path prefixes,
+    error shape, and the class of its settings, if it has any."""
 
     name: str
     description: str
     prefixes: tuple[str, ...] = ()
     render_error: Callable[[CredenzaError, RequestContext], Response] = problem_response
+    settings: type[FamilySettings] | None = None
 
 
 CORE = Family("core", "Status, API description and the caller's own identity.")
@@ -81,6 +92,7 @@ class RequestContext:
     broker: Broker
     request: Request
     routes: tuple[Route, ...] = ()
+    family_settings: Mapping[str, Any] = attrs.field(factory=dict)
     request_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     _principal: Principal | None = attrs.field(default=None, init=False)
     _body: bytes | None = attrs.field(default=None, init=False)
@@ -95,6 +107,10 @@ class RequestContext:
                 IdentityRequest.from_environ(self.request.environ)
             )
         return self._principal
+
+    def settings(self, family: Family) -> Any:
+        """The settings of ``family`` (an instance of its ``settings`` class)."""
+        return self.family_settings[family.name]
 
     def body(self) -> bytes:
         """The raw request body, read once.
