@@ -260,12 +260,13 @@ class Broker:
     def health(self) -> list[Health]:
         """The health of every dependency the plugins report; a failing check reports itself."""
         report: list[Health] = []
-        for impl in _in_call_order(self._hook.credenza_health):
+        for plugin_name, call in self.plugin_manager.each("credenza_health"):
             try:
-                report.extend(impl.function())
+                for checks in call():
+                    report.extend(checks)
             except Exception as exc:  # a broken health check is itself a failed check
-                log.exception("health check of plugin %s failed", impl.plugin_name)
-                report.append(Health(impl.plugin_name, ok=False,
+                log.exception("health check of plugin %s failed", plugin_name)
+                report.append(Health(plugin_name, ok=False,
                                      detail=f"health check raised {type(exc).__name__}"))
         return report
 
@@ -287,26 +288,21 @@ class Broker:
 
     def notify_issued(self, event: IssuedEvent) -> None:
         """Tell every ``credenza_issued`` observer that a credential was handed out."""
-        self._observe(self._hook.credenza_issued, event)
+        self._observe("credenza_issued", event)
 
     def notify_revoked(self, event: RevokedEvent) -> None:
         """Tell every ``credenza_revoked`` observer that tokens were revoked or reinstated."""
-        self._observe(self._hook.credenza_revoked, event)
+        self._observe("credenza_revoked", event)
 
     def notify_denied(self, event: DeniedEvent) -> None:
         """Tell every ``credenza_denied`` observer that a request was refused."""
-        self._observe(self._hook.credenza_denied, event)
+        self._observe("credenza_denied", event)
 
-    @staticmethod
-    def _observe(hook: Any, event: object) -> None:
+    def _observe(self, hook_name: str, event: object) -> None:
         """Call every observer; one that fails is logged and does not stop the others."""
-        for impl in _in_call_order(hook):
+        for plugin_name, call in self.plugin_manager.each(hook_name):
             try:
-                impl.function(**{name: event for name in impl.argnames})
+                call(event=event)
             except Exception:
-                log.exception("observer %s of plugin %s failed", hook.name, impl.plugin_name)
+                log.exception("observer %s of plugin %s failed", hook_name, plugin_name)
 
-
-def _in_call_order(hook: Any) -> list[Any]:
-    """The implementations of ``hook`` in the order pluggy would call them."""
-    return list(reversed(hook.get_hookimpls()))

@@ -64,7 +64,10 @@ def credenza_identify(request: IdentityRequest) -> Principal | None:
     :param request: the credentials and environment of the request (HTTP Basic, bearer token,
         ``X-API-Key``, the WSGI environ, the peer address).
     :returns: a Principal when this plugin recognises the credentials, ``None`` when the request
-        carries nothing this plugin understands (the next plugin is asked).
+        carries nothing this plugin understands (the next plugin is asked). A plugin that
+        recognises a token this broker issued sets ``Principal.token_id``: the broker then
+        refuses the caller once that token is revoked. API keys of the token store (``ck_...``)
+        never reach this hook: the broker checks them itself.
     :raises credenza.errors.Unauthenticated: when the credentials are meant for this plugin but are
         wrong (a bad password, an unknown key). This fails closed: no other plugin is asked.
     :raises credenza.errors.Unavailable: when the plugin's backend (a directory) cannot be reached.
@@ -200,7 +203,9 @@ def credenza_console_url(
 def credenza_issue_token(principal: Principal, spec: TokenSpec) -> IssuedToken | None:
     """Issue a token of the credential provider ``spec.provider`` (a JWT, an OAuth token).
 
-    Called only after the broker has checked the principal's ``token`` grant for the provider.
+    Called only after the broker has checked the principal's ``token`` grant for the provider
+    and audiences; access tokens for this broker's own API (``spec.provider`` is
+    :data:`credenza.models.ACCESS_TOKEN_PROVIDER`) need none, as a client gets its own.
     The broker stores the returned record and its secrets' hashes.
 
     :param principal: the caller (the creator of the token).
@@ -243,7 +248,9 @@ def credenza_verify_token(token: str) -> Mapping[str, Any] | None:
 
     :param token: the presented token (a JWT or a derived short token).
     :returns: the verified claims (``jti`` names the stored record), or ``None`` when this plugin
-        does not recognise the token.
+        does not recognise the token. Claims of a trusted external issuer's token carry
+        ``external: true`` (:data:`credenza.models.EXTERNAL_CLAIM`): such a token has no record
+        here.
     :raises credenza.errors.Unauthenticated: when the token is recognised but invalid (bad
         signature, expired, wrong audience).
 
@@ -316,7 +323,10 @@ def credenza_token_store(config: Config) -> TokenStore | None:
     """Provide the token store (see :class:`credenza.models.TokenStore`).
 
     :param config: the loaded configuration (its data directory holds embedded stores).
-    :returns: a store, or ``None``; without a store the broker refuses to issue tokens.
+    :returns: a store, or ``None``; without a store the broker refuses to issue tokens. The
+        broker keeps every token's record there (:class:`credenza.tokens.TokenLifecycle`),
+        including API keys, API tokens and refresh tokens by their hashes
+        (:mod:`credenza.opaque`).
 
     Stops at the first non-None result. Called once, when the broker starts.
     """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -39,6 +39,28 @@ class PluginManager(pluggy.PluginManager):
     def __init__(self) -> None:
         super().__init__(PROJECT)
         self.add_hookspecs(hookspecs)
+        self._each: dict[str, list[tuple[str, Callable[..., list[Any]]]]] = {}
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        self._each.clear()
+        return super().register(plugin, name)
+
+    def each(self, hook_name: str) -> list[tuple[str, Callable[..., list[Any]]]]:
+        """(plugin name, a caller of only that plugin's implementation) for every plugin that
+        implements ``hook_name``, in call order.
+
+        For hooks whose implementations must not stop one another (observers, health checks):
+        the broker calls each on its own and survives a failing one. Each call still goes
+        through pluggy (``subset_hook_caller``), so its tracing and monitoring see it.
+        """
+        callers = self._each.get(hook_name)
+        if callers is None:
+            impls = list(reversed(getattr(self.hook, hook_name).get_hookimpls()))
+            callers = [(impl.plugin_name, self.subset_hook_caller(
+                hook_name, [other.plugin for other in impls if other is not impl]))
+                for impl in impls]
+            self._each[hook_name] = callers
+        return callers
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
         opts = super().parse_hookimpl_opts(plugin, name)

@@ -37,34 +37,27 @@ for, and it only issues tokens whose subject is the caller itself. The audiences
 (``api_audiences``) are likewise never issued by a provider.
 
 Keys rotate through three states: ``next`` (published in the JWKS, not signing yet), ``active``
-(signing) and ``retiring`` (published until the last token it signed has expired). Verification
-takes the algorithm from the key, never from the token, so ``alg: none`` and HS256-with-the-
-public-key forgeries fail.
+(signing) and ``retiring`` (published until the last token it signed has expired); the key ring
+is :mod:`credenza.keyring`. Verification takes the algorithm from the key, never from the token,
+so ``alg: none`` and HS256-with-the-public-key forgeries fail.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import fcntl
 import hashlib
 import hmac
-import json
-import os
-import threading
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
 import click
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from credenza.config import Section
-from credenza.errors import BadRequest, ConfigError, Forbidden, Unauthenticated, Unavailable
+from credenza.errors import BadRequest, Forbidden, Unauthenticated, Unavailable
+from credenza.keyring import ALGORITHMS, Keyring, b64url
 from credenza.markers import hookimpl
 from credenza.models import (
     ACCESS_TOKEN_PROVIDER,
@@ -81,229 +74,16 @@ from credenza.models import (
     claim_audiences,
     utcnow,
 )
-from credenza.secrets import key_file, new_token_id, private_directory, write_private_file
+from credenza.secrets import key_file, new_token_id
 
 NAME = "jwt"
-ALGORITHMS = ("ES256", "RS256", "EdDSA")
 MAX_TOKEN_BYTES = 8192
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _generate(alg: str) -> Any:
-    if alg == "ES256":
-        return ec.generate_private_key(ec.SECP256R1())
-    if alg == "RS256":
-        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    return ed25519.Ed25519PrivateKey.generate()
-
-
-def _algorithm_of(key: Any) -> str:
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
-        return "ES256"
-    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
-        return "RS256"
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "EdDSA"
-    raise ConfigError(f"unsupported signing key type {type(key).__name__} (use P-256, RSA >= "
-                      "2048 or Ed25519)")
 
 
 def _audience_claim(audiences: Iterable[str]) -> str | list[str]:
     """One audience as a string (clients compare ``aud == client_id``), several as a list."""
     ordered = sorted(audiences)
     return ordered[0] if len(ordered) == 1 else ordered
-
-
-def public_jwk(key: Any, alg: str) -> dict[str, Any]:
-    """The public JWK of a private key (without kid)."""
-    algorithm = jwt.algorithms.get_default_algorithms()[alg]
-    return json.loads(algorithm.to_jwk(key.public_key()))
-
-
-def thumbprint(jwk: Mapping[str, Any]) -> str:
-    """RFC 7638 JWK thumbprint: the kid of a key."""
-    members = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"),
-               "OKP": ("crv", "kty", "x")}[jwk["kty"]]
-    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
-    return _b64(hashlib.sha256(canonical.encode()).digest())
-
-
-@attrs.frozen
-class SigningKey:
-    """One key of the keyring."""
-
-    kid: str
-    alg: str
-    state: str  # next | active | retiring
-    created_at: float
-    retire_after: float | None
-    private: Any = attrs.field(repr=False, eq=False)
-
-    def published(self, now: float) -> bool:
-        """Whether the JWKS shows it (and tokens signed with it verify)."""
-        return self.state != "retiring" or (self.retire_after or 0) > now
-
-    def jwk(self) -> dict[str, Any]:
-        return {**public_jwk(self.private, self.alg), "kid": self.kid, "alg": self.alg,
-                "use": "sig"}
-
-
-class Keyring:
-    """Signing keys in a directory: ``keys.json`` (states) and one PEM per key (0600).
-
-    Loaded once; reloaded when another process (a rotation, a replica) changed ``keys.json``,
-    checked at most every few seconds.
-    """
-
-    RELOAD_CHECK_SECONDS = 5.0
-
-    def __init__(self, directory: Path, algorithms: Iterable[str] = ("ES256",)) -> None:
-        self.directory = directory
-        self.algorithms = frozenset(algorithms)
-        self.index = directory / "keys.json"
-        self._ensured = False
-        self._keys: dict[str, SigningKey] = {}
-        self._loaded_mtime = -1.0
-        self._checked = 0.0
-        self._lock = threading.Lock()
-
-    def _locked(self) -> Any:
-        private_directory(self.directory)
-        handle = open(self.directory / ".lock", "a")  # noqa: SIM115 - closed by the caller
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        return handle
-
-    def ensure(self, algorithms: Iterable[str]) -> None:
-        """Make sure every algorithm in use has an active key (creating them once)."""
-        handle = self._locked()
-        try:
-            self._read()
-            self._adopt_loose_pems()
-            for alg in sorted(set(algorithms)):
-                if not any(k.alg == alg and k.state == "active" for k in self._keys.values()):
-                    self._add(_generate(alg), alg, "active")
-            self._write()
-        finally:
-            handle.close()
-
-    def _adopt_loose_pems(self) -> None:
-        known = {f"{kid}.pem" for kid in self._keys}
-        for pem in sorted(self.directory.glob("*.pem")):
-            if pem.name in known:
-                continue
-            key = serialization.load_pem_private_key(pem.read_bytes(), password=None)
-            alg = _algorithm_of(key)
-            kid = thumbprint(public_jwk(key, alg))
-            if kid not in self._keys:
-                self._add(key, alg, "active" if not any(
-                    k.alg == alg and k.state == "active" for k in self._keys.values())
-                    else "next")
-            if pem.name != f"{kid}.pem":
-                pem.unlink()
-
-    def _add(self, key: Any, alg: str, state: str) -> SigningKey:
-        kid = thumbprint(public_jwk(key, alg))
-        path = self.directory / f"{kid}.pem"
-        data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        signing = SigningKey(kid, alg, state, time.time(), None, key)
-        self._keys[kid] = signing
-        return signing
-
-    def _read(self) -> None:
-        if not self.index.exists():
-            self._keys = {}
-            self._loaded_mtime = -1.0
-            return
-        mtime = self.index.stat().st_mtime
-        entries = json.loads(self.index.read_text())
-        keys = {}
-        for kid, meta in entries.items():
-            private = serialization.load_pem_private_key(
-                (self.directory / f"{kid}.pem").read_bytes(), password=None)
-            keys[kid] = SigningKey(kid, meta["alg"], meta["state"], meta["created_at"],
-                                   meta.get("retire_after"), private)
-        self._keys, self._loaded_mtime = keys, mtime
-
-    def _write(self) -> None:
-        entries = {k.kid: {"alg": k.alg, "state": k.state, "created_at": k.created_at,
-                           "retire_after": k.retire_after} for k in self._keys.values()}
-        write_private_file(self.index, json.dumps(entries, indent=2, sort_keys=True))
-        self._loaded_mtime = self.index.stat().st_mtime
-
-    def _fresh(self) -> dict[str, SigningKey]:
-        if not self._ensured:  # keys are made on first use, not when the plugin is loaded
-            with self._lock:
-                if not self._ensured:
-                    self.ensure(self.algorithms)
-                    self._ensured = True
-        now = time.monotonic()
-        if now - self._checked > self.RELOAD_CHECK_SECONDS:
-            with self._lock:
-                self._checked = now
-                if self.index.exists() and self.index.stat().st_mtime != self._loaded_mtime:
-                    self._read()
-        return self._keys
-
-    def active(self, alg: str) -> SigningKey:
-        """The key that signs with ``alg`` now."""
-        for key in self._fresh().values():
-            if key.alg == alg and key.state == "active":
-                return key
-        raise ConfigError(f"no active {alg} signing key in {self.directory}")
-
-    def published(self) -> list[SigningKey]:
-        """Keys the JWKS shows: next, active, and retiring ones still covering live tokens."""
-        now = time.time()
-        return sorted((k for k in self._fresh().values() if k.published(now)),
-                      key=lambda k: (k.state != "active", k.created_at))
-
-    def by_kid(self, kid: str) -> SigningKey | None:
-        """A published key by id (a retired one no longer verifies anything)."""
-        key = self._fresh().get(kid)
-        return key if key is not None and key.published(time.time()) else None
-
-    def prepare(self, alg: str) -> SigningKey:
-        """Add a ``next`` key: published now, signing after :meth:`rotate`."""
-        handle = self._locked()
-        try:
-            self._read()
-            existing = [k for k in self._keys.values() if k.alg == alg and k.state == "next"]
-            key = existing[0] if existing else self._add(_generate(alg), alg, "next")
-            self._write()
-            return key
-        finally:
-            handle.close()
-
-    def rotate(self, alg: str, retire_after: float) -> SigningKey:
-        """The ``next`` key (or a new one) becomes active; the active one retires at
-        ``retire_after`` (when the last token it signed has expired)."""
-        handle = self._locked()
-        try:
-            self._read()
-            for key in list(self._keys.values()):
-                if key.alg == alg and key.state == "active":
-                    self._keys[key.kid] = attrs.evolve(key, state="retiring",
-                                                       retire_after=retire_after)
-            upcoming = [k for k in self._keys.values() if k.alg == alg and k.state == "next"]
-            new = upcoming[0] if upcoming else self._add(_generate(alg), alg, "next")
-            self._keys[new.kid] = attrs.evolve(new, state="active")
-            now = time.time()
-            for key in list(self._keys.values()):  # forget keys no token can need any more
-                if not key.published(now):
-                    del self._keys[key.kid]
-                    (self.directory / f"{key.kid}.pem").unlink(missing_ok=True)
-            self._write()
-            self._checked = 0.0
-            return self._keys[new.kid]
-        finally:
-            handle.close()
 
 
 @attrs.frozen
@@ -399,7 +179,7 @@ class JwtIssuer:
         """The derived short token of ``token_id``: it names the token and proves it, like the
         JWT, and is never stored."""
         mac = hmac.new(self.short_key, token_id.encode(), hashlib.sha256).digest()[:20]
-        return f"{SHORT_TOKEN_PREFIX}{token_id}.{_b64(mac)}"
+        return f"{SHORT_TOKEN_PREFIX}{token_id}.{b64url(mac)}"
 
     def _spec_claims(self, principal: Principal, spec: TokenSpec,
                      provider: Provider) -> tuple[dict[str, Any], dt.datetime, dt.datetime]:

@@ -315,3 +315,28 @@ def test_identity_audiences_belong_to_one_provider(tmp_path: Path, providers: di
                                                    error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         identity_broker(tmp_path, **providers)
+
+
+def test_discovery_names_this_issuer_and_its_endpoints(broker: Broker) -> None:
+    discovery = Client(make_app(broker)).get("/.well-known/openid-configuration",
+                                             base_url="https://credenza.example").get_json()
+    assert discovery["issuer"] == ISSUER
+    assert discovery["jwks_uri"] == "https://credenza.example/.well-known/jwks.json"
+    assert discovery["token_endpoint"] == "https://credenza.example/oauth2/token"
+    assert discovery["grant_types_supported"] == sorted(
+        ["client_credentials", "refresh_token",
+         "urn:ietf:params:oauth:grant-type:token-exchange"])
+
+
+def test_the_key_commands_run_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                          ) -> None:
+    """``credenza jwt keys`` comes from the plugin's credenza_commands hook."""
+    from credenza.cli import main
+
+    config = tmp_path / "credenza.toml"
+    config.write_text(f'[credenza]\nplugins = ["jwt"]\ndata_dir = "{tmp_path / "data"}"\n')
+    with pytest.raises(SystemExit) as done:
+        main(["--config", str(config), "jwt", "keys", "prepare"])
+    assert done.value.code == 0
+    states = sorted(line.split()[2] for line in capsys.readouterr().out.splitlines())
+    assert states == ["active", "next"]
