@@ -92,30 +92,48 @@ class Broker:
 
     # -- identity ---------------------------------------------------------------------------
 
-    def identify(self, request: IdentityRequest) -> Principal:
+    def identify(self, request: IdentityRequest, *, api_key_wins: bool = False) -> Principal:
         """The caller, with all its groups.
 
-        API keys of the token store (``ck_...``) are checked first; then the identity plugins
-        are asked in order. A caller identified by a token this broker issued is refused once
-        that token (or the API token it came from) is revoked.
+        Every credential presented is checked on its own (an API key, HTTP Basic, a bearer
+        token): one that is wrong or that nobody recognises makes the request 401, whatever the
+        others say and whatever the plugin order; all must name the same caller. For each, API
+        keys of the token store (``ck_...``) are checked first, then the identity plugins are
+        asked in order. A caller identified by a token this broker issued is refused once that
+        token (or the API token it came from) is revoked.
 
+        :param api_key_wins: when every credential is valid but they name different callers,
+            take the API key's (libica sends all it has and means the key); else refuse.
         :raises Unauthenticated: when nobody recognises the caller, or credentials are wrong.
         """
         try:
-            principal = self.api_keys.identify(request)
-            if principal is None:
-                principal = self._hook.credenza_identify(request=request)
-                if principal is not None:
-                    self.tokens.check_identifying(principal)
+            principals = [self._identify_one(part) for part in request.each_credential()]
         except Unauthenticated as exc:
-            self.notify_denied(DeniedEvent(None, "identity", request.remote_addr or "-",
-                                           exc.detail))
+            self._refuse_identity(request, exc.detail)
             raise
+        first = principals[0]
+        if first is None and request.presented is None:
+            raise Unauthenticated("no valid credentials were presented")
+        if any(principal is None for principal in principals):
+            self._refuse_identity(request, "invalid credentials")
+            raise Unauthenticated("invalid credentials")
+        if any(principal.name != first.name for principal in principals) and not (
+                api_key_wins and request.api_key):
+            detail = "invalid credentials: those presented name different callers"
+            self._refuse_identity(request, detail)
+            raise Unauthenticated(detail)
+        return self.enrich(first)
+
+    def _refuse_identity(self, request: IdentityRequest, reason: str) -> None:
+        self.notify_denied(DeniedEvent(None, "identity", request.remote_addr or "-", reason))
+
+    def _identify_one(self, request: IdentityRequest) -> Principal | None:
+        principal = self.api_keys.identify(request)
         if principal is None:
-            presented = request.basic or request.bearer or request.api_key
-            raise Unauthenticated("invalid credentials" if presented
-                                  else "no valid credentials were presented")
-        return self.enrich(principal)
+            principal = self._hook.credenza_identify(request=request)
+            if principal is not None:
+                self.tokens.check_identifying(principal)
+        return principal
 
     def enrich(self, principal: Principal) -> Principal:
         """``principal`` with the groups and attributes every source knows for it (what the

@@ -53,6 +53,14 @@ class InvalidGrant(BadRequest):
     oauth_error = "invalid_grant"
 
 
+class InvalidScope(BadRequest):
+    """The scope asked for is missing, unknown, or beyond what may be issued (RFC 6749 3.3)."""
+
+    slug = "invalid-scope"
+    title = "Invalid scope"
+    oauth_error = "invalid_scope"
+
+
 class UnsupportedGrantType(BadRequest):
     """A token endpoint was asked for a ``grant_type`` it does not have."""
 

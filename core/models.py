@@ -108,6 +108,25 @@ class IdentityRequest:
         )
 
 
+    def each_credential(self) -> list[IdentityRequest]:
+        """One request per credential presented (API key, HTTP Basic, bearer token, in that
+        order), each with the environ; the request itself when it presents none."""
+        parts = [attrs.evolve(self, basic=None, bearer=None) if self.api_key else None,
+                 attrs.evolve(self, api_key=None, bearer=None) if self.basic else None,
+                 attrs.evolve(self, api_key=None, basic=None) if self.bearer else None]
+        present = [part for part in parts if part is not None]
+        return present if len(present) > 1 else [self]
+
+    @property
+    def presented(self) -> str | None:
+        """What kind of credential this request presents (the first, when several)."""
+        if self.api_key:
+            return "an API key"
+        if self.basic:
+            return "HTTP Basic credentials"
+        return "a bearer token" if self.bearer else None
+
+
 def _parse_basic(param: str) -> BasicCredentials | None:
     try:
         decoded = base64.b64decode(param, validate=True).decode("utf-8")

@@ -157,8 +157,8 @@ class TokenExchange(GrantType):
         scope = params.get("scope", "")
         try:
             issued = self.exchange(client, params["subject_token"], audiences_of(scope), scope)
-        except Unauthenticated as exc:
-            raise InvalidGrant(exc.detail) from None
+        except Unauthenticated as exc:  # RFC 8693 2.2.2: an unusable subject token
+            raise BadRequest(f"subject_token: {exc.detail}") from None
         return TokenResponse(issued, scope, {"issued_token_type": ACCESS_TOKEN_TYPE})
 
     def exchange(self, client: Principal, subject_token: str, audiences: frozenset[str],

@@ -56,7 +56,7 @@ import click
 import jwt
 
 from credenza.config import Section
-from credenza.errors import BadRequest, Forbidden, Unauthenticated, Unavailable
+from credenza.errors import BadRequest, Forbidden, InvalidScope, Unauthenticated, Unavailable
 from credenza.keyring import ALGORITHMS, Keyring, b64url
 from credenza.markers import hookimpl
 from credenza.models import (
@@ -244,8 +244,9 @@ class JwtIssuer:
     def _access_token(self, principal: Principal, spec: TokenSpec) -> IssuedToken:
         unknown = sorted(spec.audiences - self.api_audiences)
         if unknown or not spec.audiences:
-            raise BadRequest(f"invalid scope: this broker issues access tokens for "
-                             f"{', '.join(sorted(self.api_audiences))}")
+            asked = f"scope names {unknown[0]!r}" if unknown else "scope is required"
+            raise InvalidScope(f"{asked}: this broker issues access tokens for "
+                               f"{', '.join(sorted(self.api_audiences))}")
         issued = utcnow().replace(microsecond=0)
         expires = issued + dt.timedelta(seconds=self.access_lifetime)
         token_id = new_token_id("ac")

@@ -113,6 +113,10 @@ def test_api_key_wins_when_the_sdk_sends_several(ica: dict[str, Any]) -> None:
     token = create("v3", ica["server"], api_key={"ApiKeyAuth": ica["key"]}, username="bob",
                    password="PASSWORD")
     assert claims(token)["sub"] == "alice-bot"
+    # ... but every credential sent is checked: a wrong password beside the key is refused.
+    refused = requests.post(ica["server"].url + "/ica/rest/api/tokens", timeout=5,
+                            headers={"X-API-Key": ica["key"]}, auth=("bob", "wrong"))
+    assert refused.status_code == 401
 
 
 def test_bearer_access_token_and_problem_bodies(ica: dict[str, Any]) -> None:

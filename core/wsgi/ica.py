@@ -68,16 +68,16 @@ def _tenant(principal: Principal, asked: str | None, origin: str) -> str | None:
 def create_token(ctx: RequestContext) -> Response:
     """A JWT for the caller."""
     presented = IdentityRequest.from_environ(ctx.request.environ)
+    # The SDK sends every credential it has: all are checked, and the API key is the one meant.
     if presented.api_key:
         origin = FROM_API_KEY
-        presented = IdentityRequest(environ=ctx.request.environ, api_key=presented.api_key)
     elif presented.basic:
         origin = FROM_BASIC
     elif presented.bearer:
         origin = FROM_BEARER
     else:
         raise Unauthenticated("an API key (X-API-Key), HTTP Basic or a bearer token is required")
-    principal = ctx.broker.identify(presented)
+    principal = ctx.broker.identify(presented, api_key_wins=True)
     settings: IcaSettings = ctx.settings(ICA)
     tenant = _tenant(principal, ctx.request.args.get("tenant"), origin)
     claims = {ORIGIN_CLAIM: origin, **({"tenant": tenant} if tenant else {})}

@@ -24,14 +24,16 @@ OAUTH_ERRORS = {400: "invalid_request", 401: "invalid_client", 403: "unauthorize
 
 
 def render_oauth_error(error: CredenzaError, ctx: RequestContext) -> Response:
-    """``{error, error_description, request_id}`` with the status RFC 6749 asks for."""
+    """``{error, error_description, request_id}`` with the status RFC 6749 5.2 asks for: 401
+    only for ``invalid_client``, 400 for the other client errors (a refusal included)."""
     code = error.oauth_error or OAUTH_ERRORS.get(
         error.status, "server_error" if error.status < 503 else "temporarily_unavailable")
     body = {"error": code, "error_description": error.detail, "request_id": ctx.request_id}
     headers = error.headers()
-    if error.status == 401:
+    status = 400 if error.status == 403 else error.status
+    if status == 401:
         headers = {"WWW-Authenticate": f'Basic realm="{ctx.broker.config.server.realm}"'}
-    response = json_response(body, error.status, headers)
+    response = json_response(body, status, headers)
     response.headers["Pragma"] = "no-cache"
     return response
 
