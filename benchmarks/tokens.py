@@ -3,7 +3,8 @@
 In one run:
 1. the baseline: raw PyJWT signing and verifying (ES256, a loaded key) in this process;
 2. HTTP issuance through the bundled server (IDaaS ``generateJwt``: authorization, signing and
-   the store write), and validation (``validate``: verification and the store lookup);
+   the store write), validation (``validate``: verification and the store lookup) and RFC 7662
+   introspection (client authentication, verification, the store lookup);
    OAuth client-credentials issuance and rotating refresh (``/oauth2/token``);
 3. list latency (``authenticationTokens``, a page of 20 with totalCount) with 10 000 and then
    1 000 000 tokens in the store (SQLite, the embedded default).
@@ -184,6 +185,17 @@ audiences = ["{AUDIENCE}"]
 
             seconds, latencies = concurrently(args.requests, args.clients, validate)
             line(f"HTTP validate, {args.clients} clients (per request)",
+                 seconds / len(latencies), verify)
+
+            def introspect(session: requests.Session) -> str | None:
+                token = sample[int(time.perf_counter() * 1e6) % len(sample)]
+                answer = session.post(server.url + "/oauth2/introspect", timeout=30,
+                                      auth=("bench-app", secret), data={"token": token})
+                ok = answer.status_code == 200 and answer.json()["active"] is True
+                return None if ok else f"{answer.status_code} {answer.text[:200]}"
+
+            seconds, latencies = concurrently(args.requests, args.clients, introspect)
+            line(f"HTTP introspect (RFC 7662), {args.clients} clients",
                  seconds / len(latencies), verify)
 
             def lister(session: requests.Session) -> str | None:

@@ -40,8 +40,20 @@ def _aware_utc(_instance: object, attribute: attrs.Attribute, value: dt.datetime
         raise ValueError(f"{attribute.name} must be a timezone-aware UTC datetime, got {value!r}")
 
 
+# What no name or identifier may hold (a regular expression character class): control
+# characters, zero-width and bidirectional formatting (which would disguise a log line), the
+# Unicode line separators, and lone surrogates. The HTTP boundary declares the same rule.
+UNPRINTABLE = r"\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff"
+_UNPRINTABLE = re.compile(f"[{UNPRINTABLE}]")
+
+
+def printable(text: str) -> bool:
+    """Whether ``text`` is a non-empty string with none of the :data:`UNPRINTABLE`."""
+    return bool(text) and _UNPRINTABLE.search(text) is None
+
+
 def _printable(_instance: object, attribute: attrs.Attribute, value: str) -> None:
-    if not value or not value.isprintable():
+    if not isinstance(value, str) or not printable(value):
         raise ValueError(f"{attribute.name} must be a non-empty printable string, got {value!r}")
 
 

@@ -61,8 +61,11 @@ def test_create_use_list_and_revoke(setup: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("body", "detail"), [
-    ({}, "name is required (a string)"),
-    ({"name": "x", "expires_in_days": 0}, "expires_in_days must be a whole number"),
+    ({}, "invalid request body: Object missing required field `name`"),
+    ({"name": "x", "expires_in_days": 0},
+     "invalid request body: Expected `int` >= 1 - at field `expires_in_days`"),
+    ({"name": "x", "expires_in_days": True},
+     "invalid request body: Expected `int`, got `bool` - at field `expires_in_days`"),
     ({"name": "x\n"}, "an API key needs a printable name"),
 ])
 def test_bad_requests(setup: dict[str, Any], body: dict[str, Any], detail: str) -> None:

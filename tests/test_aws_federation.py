@@ -255,8 +255,12 @@ def test_callbacks_outside_the_allowlist_are_refused(client: Client, signin: Fak
     response = client.get(f"/account/prod/admin?callbackurl={urllib.parse.quote(callback)}",
                           auth=ALICE)
     assert response.status_code == 400
-    assert response.get_json()["message"] == (f"callbackurl {callback!r} is not an allowed "
-                                              "callback URL")
+    message = response.get_json()["message"]
+    if callback.isprintable():
+        assert message == f"callbackurl {callback!r} is not an allowed callback URL"
+    else:  # refused as the query is read, before any allowlist is consulted
+        assert message == ("invalid query parameter: Expected `str` of printable characters - "
+                           "at parameter `callbackurl`")
     assert signin.requests == []
 
 

@@ -8,13 +8,31 @@ metadata endpoints check access without assuming a role; nothing secret is logge
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import attrs
+import msgspec
 from werkzeug.wrappers import Response
 
-from credenza.errors import BadRequest, CredenzaError
+from credenza.errors import CredenzaError
 from credenza.models import Account, AwsCredentials, AwsOptions, Principal
-from credenza.wsgi.imds import metadata_credentials, metadata_issue, single_role
-from credenza.wsgi.routes import Family, RequestContext, Route, json_response, problem_response
+from credenza.wsgi.imds import (
+    MetadataCredentials,
+    metadata_credentials,
+    metadata_issue,
+    single_role,
+)
+from credenza.wsgi.routes import (
+    PRINTABLE,
+    TEXT,
+    Family,
+    Problem,
+    Reply,
+    RequestContext,
+    Route,
+    json_response,
+    problem_response,
+)
 
 
 def render_afp_error(error: CredenzaError, ctx: RequestContext) -> Response:
@@ -25,26 +43,51 @@ def render_afp_error(error: CredenzaError, ctx: RequestContext) -> Response:
     return json_response(body, error.status, dict(response.headers), response.content_type)
 
 
+class AfpProblem(Problem):
+    """A problem with ``message``, which afp-cli prints."""
+
+    message: str
+
+
 AFP = Family("afp", "afp-core compatible API (afp-cli, afp-web).",
-             prefixes=("/account", "/meta-data/"), render_error=render_afp_error)
+             prefixes=("/account", "/meta-data/"), render_error=render_afp_error,
+             error_schema=AfpProblem)
 
 
-def _options(ctx: RequestContext) -> AwsOptions:
-    raw = ctx.request.args.get("duration")
-    if raw is not None and not raw.isdigit():
-        raise BadRequest(f"duration must be a number of seconds, got {raw!r}")
-    try:
-        return AwsOptions(duration=int(raw) if raw else None,
-                          callback_url=ctx.request.args.get("callbackurl"))
-    except ValueError:
-        raise BadRequest("duration must be from 900 to 43200 seconds") from None
+class AccountsQuery(msgspec.Struct):
+    """``/account``'s query: ``?withid`` (any value, or none) adds the account ids."""
+
+    withid: str | None = None
 
 
-def accounts(ctx: RequestContext) -> Response:
+class IssueQuery(msgspec.Struct):
+    """How long the credentials should last, and where the console's sign-out leads."""
+
+    duration: Annotated[int, msgspec.Meta(ge=900, le=43200)] | None = None
+    callbackurl: Annotated[str, msgspec.Meta(min_length=1, max_length=2048,
+                                             pattern=PRINTABLE)] | None = None
+
+
+class AccountWithId(msgspec.Struct):
+    id: str | None
+    roles: list[str]
+
+
+class AfpCredentials(MetadataCredentials):
+    """Credentials and the console sign-in URL (a secret, valid for 15 minutes)."""
+
+    ConsoleUrl: str
+
+
+def _options(query: IssueQuery) -> AwsOptions:
+    return AwsOptions(duration=query.duration, callback_url=query.callbackurl)
+
+
+def accounts(ctx: RequestContext, query: AccountsQuery) -> Response:
     """``{"account": ["role", ...]}``; with ``?withid``, ``{"account": {"id", "roles"}}``."""
     principal = ctx.principal()
     roles = ctx.broker.aws_roles(principal)
-    if "withid" in ctx.request.args:
+    if query.withid is not None:
         catalogue = ctx.broker.accounts()
         body = {name: {"id": catalogue[name].id, "roles": names} for name, names in roles.items()}
     else:
@@ -66,34 +109,35 @@ class Issued:
         return ctx.broker.console_url(self.principal, self.account, self.credentials, self.options)
 
 
-def _issue(ctx: RequestContext, account: str, role: str) -> Issued:
+def _issue(ctx: RequestContext, account: str, role: str, query: IssueQuery) -> Issued:
     principal = ctx.principal()
-    options = _options(ctx)
+    options = _options(query)
     found, credentials = ctx.broker.issue_aws(principal, account, role, options)
     return Issued(principal, found, credentials, options)
 
 
-def credentials_and_console(ctx: RequestContext, account: str, role: str) -> Response:
+def credentials_and_console(ctx: RequestContext, account: str, role: str,
+                            query: IssueQuery) -> Response:
     """Credentials and ``ConsoleUrl``."""
-    issued = _issue(ctx, account, role)
+    issued = _issue(ctx, account, role, query)
     return json_response({**metadata_credentials(issued.credentials),
                           "ConsoleUrl": issued.console_url(ctx)})
 
 
-def credentials_only(ctx: RequestContext, account: str, role: str) -> Response:
+def credentials_only(ctx: RequestContext, account: str, role: str, query: IssueQuery) -> Response:
     """Credentials without a console URL."""
-    return json_response(metadata_credentials(_issue(ctx, account, role).credentials))
+    return json_response(metadata_credentials(_issue(ctx, account, role, query).credentials))
 
 
-def console_url(ctx: RequestContext, account: str, role: str) -> Response:
+def console_url(ctx: RequestContext, account: str, role: str, query: IssueQuery) -> Response:
     """The console sign-in URL as plain text."""
-    return Response(_issue(ctx, account, role).console_url(ctx), content_type="text/plain",
+    return Response(_issue(ctx, account, role, query).console_url(ctx), content_type="text/plain",
                     headers={"Cache-Control": "no-store"})
 
 
-def console_redirect(ctx: RequestContext, account: str, role: str) -> Response:
+def console_redirect(ctx: RequestContext, account: str, role: str, query: IssueQuery) -> Response:
     """A 302 to the console sign-in URL, as AWS recommends handing it over."""
-    location = _issue(ctx, account, role).console_url(ctx)
+    location = _issue(ctx, account, role, query).console_url(ctx)
     return Response(status=302, headers={"Location": location, "Cache-Control": "no-store",
                                          "Referrer-Policy": "no-referrer"})
 
@@ -110,27 +154,31 @@ def metadata_role_credentials(ctx: RequestContext, role: str) -> Response:
     return json_response(metadata_credentials(credentials))
 
 
-ISSUE_RESPONSES = {200: "Credentials", 400: "Bad name, duration or callback URL",
-                   401: "Not identified", 403: "Role not granted", 404: "Unknown account",
-                   503: "STS unavailable"}
+ERRORS = {400: "Bad name, duration or callback URL", 401: "Not identified",
+          403: "Role not granted", 404: "Unknown account", 503: "STS unavailable"}
+ISSUED = {200: Reply("Credentials", MetadataCredentials), **ERRORS}
 
 ROUTES = (
-    Route("/account", accounts, family=AFP, summary="The caller's accounts and roles",
-          responses={200: "Account -> roles", 401: "Not identified"}),
-    Route("/account/<account>/<role>", credentials_and_console, family=AFP,
-          summary="Credentials and console URL (?callbackurl=, ?duration=)",
-          responses=ISSUE_RESPONSES),
+    Route("/account", accounts, family=AFP, query=AccountsQuery,
+          summary="The caller's accounts and roles (?withid: with account ids)",
+          responses={200: Reply("Account -> roles (or -> {id, roles})",
+                                dict[str, list[str] | AccountWithId]),
+                     401: "Not identified"}),
+    Route("/account/<account>/<role>", credentials_and_console, family=AFP, query=IssueQuery,
+          summary="Credentials and console URL",
+          responses={200: Reply("Credentials and ConsoleUrl", AfpCredentials), **ERRORS}),
     Route("/account/<account>/<role>/credentials", credentials_only, family=AFP,
-          summary="Credentials (?duration=)", responses=ISSUE_RESPONSES),
-    Route("/account/<account>/<role>/consoleurl", console_url, family=AFP,
-          content_type="text/plain", summary="Console sign-in URL as text (?callbackurl=)",
-          responses=ISSUE_RESPONSES),
-    Route("/account/<account>/<role>/console", console_redirect, family=AFP,
-          summary="302 to the console sign-in URL (?callbackurl=)",
-          responses={302: "To the sign-in URL", **ISSUE_RESPONSES}),
+          query=IssueQuery, summary="Credentials", responses=ISSUED),
+    Route("/account/<account>/<role>/consoleurl", console_url, family=AFP, query=IssueQuery,
+          summary="Console sign-in URL as text",
+          responses={200: Reply("The sign-in URL", str, TEXT), **ERRORS}),
+    Route("/account/<account>/<role>/console", console_redirect, family=AFP, query=IssueQuery,
+          summary="302 to the console sign-in URL",
+          responses={302: Reply("To the sign-in URL", media_type=""), **ERRORS}),
     Route("/meta-data/iam/security-credentials/", metadata_role, family=AFP,
-          content_type="text/plain", summary="The caller's single role name",
-          responses={200: "The role", 401: "Not identified", 404: "Not exactly one role"}),
+          summary="The caller's single role name",
+          responses={200: Reply("The role", str, TEXT), 401: "Not identified",
+                     404: "Not exactly one role"}),
     Route("/meta-data/iam/security-credentials/<role>", metadata_role_credentials, family=AFP,
-          summary="Credentials for the caller's single role", responses=ISSUE_RESPONSES),
+          summary="Credentials for the caller's single role", responses=ISSUED),
 )

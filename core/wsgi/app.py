@@ -29,7 +29,15 @@ from credenza.errors import (
 from credenza.legacy import ACCOUNT_CONFIG_PATH, CONFIG_PATH, configure_afp_logging
 from credenza.loader import PluginManager
 from credenza.wsgi import afp, ica, imds, keys, meta, oauth, pam
-from credenza.wsgi.routes import CORE, Family, RequestContext, Route
+from credenza.wsgi.routes import (
+    CORE,
+    Family,
+    RequestContext,
+    Route,
+    decode_body,
+    decode_headers,
+    decode_query,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +78,7 @@ class CredenzaApp:
             index, values = self.url_map.bind_to_environ(request.environ).match()
             route = self.routes[index]
             family = route.family
-            return route.handler(ctx, **values)
+            return self._dispatch(route, ctx, values)
         except CredenzaError as exc:
             return self._error(family, exc, ctx)
         except RequestRedirect as exc:
@@ -88,6 +96,24 @@ class CredenzaApp:
                           ctx.request_id)
             return self._error(family, CredenzaError("an unexpected error occurred; the request "
                                                      "id identifies it in the server log"), ctx)
+
+    @staticmethod
+    def _dispatch(route: Route, ctx: RequestContext, values: dict[str, Any]) -> Response:
+        """Decode the declared inputs, identify the caller of an authenticated route, and only
+        then run the handler."""
+        inputs = ctx.inputs
+        if route.query is not None:
+            inputs["query"] = decode_query(route, ctx)
+        if route.headers is not None:
+            inputs["headers"] = decode_headers(route, ctx)
+        if route.body is not None:
+            inputs["body"] = decode_body(route, ctx)
+        if route.authenticated:
+            if route.authenticate is not None:
+                ctx.identified(route.authenticate(ctx))
+            else:
+                ctx.principal()
+        return route.handler(ctx, **values, **inputs)
 
     def _family_of(self, path: str) -> Family:
         for family in self.families:

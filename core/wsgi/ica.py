@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import attrs
+import msgspec
 from werkzeug.wrappers import Response
 
 from credenza.config import Section
 from credenza.errors import BadRequest, Forbidden, Unauthenticated
 from credenza.models import ORIGIN_CLAIM, IdentityRequest, Principal, TokenSpec
-from credenza.wsgi.routes import Family, RequestContext, Route, json_response
+from credenza.wsgi.routes import Family, Name, Reply, RequestContext, Route, json_response
 
 # The principal attribute listing a user's tenants (a string or a list), e.g. from the static
 # YAML's ``attributes: {tenants: [...]}``.
@@ -65,21 +66,39 @@ def _tenant(principal: Principal, asked: str | None, origin: str) -> str | None:
     return tenants[0] if len(tenants) == 1 else None
 
 
-def create_token(ctx: RequestContext) -> Response:
-    """A JWT for the caller."""
-    presented = IdentityRequest.from_environ(ctx.request.environ)
-    # The SDK sends every credential it has: all are checked, and the API key is the one meant.
+class TenantQuery(msgspec.Struct):
+    """Which tenant the token is for (a user in several must say, with HTTP Basic)."""
+
+    tenant: Name | None = None
+
+
+class IcaToken(msgspec.Struct):
+    """``{token}``: a JWT."""
+
+    token: str
+
+
+def _origin(presented: IdentityRequest) -> str:
     if presented.api_key:
-        origin = FROM_API_KEY
-    elif presented.basic:
-        origin = FROM_BASIC
-    elif presented.bearer:
-        origin = FROM_BEARER
-    else:
+        return FROM_API_KEY
+    return FROM_BASIC if presented.basic else FROM_BEARER
+
+
+def ica_caller(ctx: RequestContext) -> Principal:
+    """The SDK sends every credential it has: all are checked, and the API key is the one
+    meant."""
+    presented = IdentityRequest.from_environ(ctx.request.environ)
+    if presented.presented is None:
         raise Unauthenticated("an API key (X-API-Key), HTTP Basic or a bearer token is required")
-    principal = ctx.broker.identify(presented, api_key_wins=True)
+    return ctx.broker.identify(presented, api_key_wins=True)
+
+
+def create_token(ctx: RequestContext, query: TenantQuery) -> Response:
+    """A JWT for the caller."""
+    principal = ctx.principal()
+    origin = _origin(IdentityRequest.from_environ(ctx.request.environ))
     settings: IcaSettings = ctx.settings(ICA)
-    tenant = _tenant(principal, ctx.request.args.get("tenant"), origin)
+    tenant = _tenant(principal, query.tenant, origin)
     claims = {ORIGIN_CLAIM: origin, **({"tenant": tenant} if tenant else {})}
     spec = TokenSpec(settings.token_provider, principal.name, [settings.audience],
                      custom_claims=claims, consumer_id=principal.name)
@@ -105,12 +124,15 @@ def refresh_token(ctx: RequestContext) -> Response:
     return json_response({"token": ctx.broker.issue_token(consumer, record.spec()).value})
 
 
-RESPONSES = {200: "{token}", 400: "Ambiguous tenant", 401: "Bad credentials",
-             403: "Not granted / not refreshable"}
+RESPONSES = {200: Reply("A JWT", IcaToken), 400: "Ambiguous tenant",
+             401: "Bad credentials", 403: "Not granted / not refreshable"}
 
 ROUTES = (
     Route("/ica/rest/api/tokens", create_token, methods=("POST",), family=ICA,
-          summary="Create a JWT (X-API-Key, Basic or Bearer; ?tenant=)", responses=RESPONSES),
+          query=TenantQuery, authenticate=ica_caller,
+          summary="Create a JWT (X-API-Key, Basic or Bearer)", responses=RESPONSES),
+    # The JWT to refresh is the credential, not an identity.
     Route("/ica/rest/api/tokens:refresh", refresh_token, methods=("POST",), family=ICA,
-          summary="Refresh a JWT (Authorization: Bearer)", responses=RESPONSES),
+          authenticated=False, summary="Refresh a JWT (Authorization: Bearer)",
+          responses=RESPONSES),
 )

@@ -16,16 +16,25 @@ import hashlib
 import hmac
 import time
 from pathlib import Path
+from typing import Annotated
 
 import attrs
+import msgspec
 from werkzeug.wrappers import Response
 
 from credenza.broker import Broker
 from credenza.config import Section
-from credenza.errors import BadRequest, Forbidden, NotFound, Unauthenticated
+from credenza.errors import Forbidden, NotFound, Unauthenticated
 from credenza.models import Account, AwsCredentials, AwsOptions, Principal, aws_timestamp
 from credenza.secrets import key_file
-from credenza.wsgi.routes import Family, RequestContext, Route, json_response
+from credenza.wsgi.routes import (
+    TEXT,
+    Family,
+    Reply,
+    RequestContext,
+    Route,
+    json_response,
+)
 
 
 @attrs.frozen
@@ -67,6 +76,30 @@ METADATA_MIN_REMAINING = dt.timedelta(minutes=30)
 @functools.lru_cache(maxsize=8)
 def _stored_key(data_dir: Path) -> bytes:
     return key_file(data_dir / "imds-token.key")
+
+
+class AwsKeys(msgspec.Struct):
+    """What every AWS SDK reads: the key pair, the session token and its expiry
+    (``%Y-%m-%dT%H:%M:%SZ``)."""
+
+    AccessKeyId: str
+    SecretAccessKey: str
+    Token: str
+    Expiration: str
+
+
+class MetadataCredentials(AwsKeys):
+    """Credentials in the instance metadata shape (afp-core's too)."""
+
+    Code: str
+    LastUpdated: str
+    Type: str
+
+
+class ContainerCredentials(AwsKeys, omit_defaults=True):
+    """Credentials as boto3's container provider reads them."""
+
+    AccountId: str | None = None
 
 
 def metadata_credentials(credentials: AwsCredentials) -> dict[str, str]:
@@ -113,47 +146,64 @@ def _mac(key: bytes, expires: int, remote_addr: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def new_token(ctx: RequestContext) -> Response:
+class SessionTokenRequest(msgspec.Struct):
+    """The headers of ``PUT /latest/api/token``."""
+
+    ttl: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKEN_TTL,
+                                     description="The token's lifetime in seconds")] = \
+        msgspec.field(name=TOKEN_TTL_HEADER)
+    forwarded_for: Annotated[str, msgspec.Meta(
+        description="Set by a proxy: such requests are refused")] | None = \
+        msgspec.field(default=None, name="X-Forwarded-For")
+
+
+class SessionToken(msgspec.Struct):
+    """The session token a metadata GET carries (optional only where IMDSv1 is enabled)."""
+
+    token: Annotated[str, msgspec.Meta(max_length=256, pattern=r"^[0-9]{1,12}\.[A-Za-z0-9_-]+$",
+                                       description="An IMDSv2 session token")] | None = \
+        msgspec.field(default=None, name=TOKEN_HEADER)
+
+
+def new_token(ctx: RequestContext, headers: SessionTokenRequest) -> Response:
     """``PUT /latest/api/token``: a session token bound to the caller's address."""
-    if ctx.request.headers.get("X-Forwarded-For"):
+    if headers.forwarded_for is not None:
         # As AWS does: a token request relayed by a proxy is refused (SSRF protection).
         raise Forbidden("token requests through a proxy (X-Forwarded-For) are refused")
-    raw_ttl = ctx.request.headers.get(TOKEN_TTL_HEADER, "")
-    if not raw_ttl.isdigit() or not 1 <= int(raw_ttl) <= MAX_TOKEN_TTL:
-        raise BadRequest(f"{TOKEN_TTL_HEADER} must be a number of seconds from 1 to "
-                         f"{MAX_TOKEN_TTL}")
-    expires = int(time.time()) + int(raw_ttl)
+    expires = int(time.time()) + headers.ttl
     mac = _mac(ctx.settings(AWS_SDK).token_key(), expires, ctx.request.remote_addr or "")
-    token = f"{expires}.{mac}"
-    return Response(token, content_type="text/plain",
-                    headers={TOKEN_TTL_HEADER: raw_ttl, "Cache-Control": "no-store"})
+    return Response(f"{expires}.{mac}", content_type="text/plain",
+                    headers={TOKEN_TTL_HEADER: str(headers.ttl), "Cache-Control": "no-store"})
 
 
-def require_token(ctx: RequestContext) -> None:
+def require_token(ctx: RequestContext, token: str | None) -> None:
     """Check the session token of a metadata GET (IMDSv1 only where configured)."""
-    token = ctx.request.headers.get(TOKEN_HEADER)
     settings: AwsSdkSettings = ctx.settings(AWS_SDK)
     if token is None and settings.imds_v1:
         return
-    expires, _, mac = (token or "").partition(".")
-    expected = _mac(settings.token_key(), int(expires) if expires.isdigit() else 0,
-                    ctx.request.remote_addr or "")
-    if not (expires.isdigit() and int(expires) > time.time()
-            and hmac.compare_digest(mac, expected)):
+    expires, _, mac = (token or "0.").partition(".")  # the declared pattern: digits, a dot
+    expected = _mac(settings.token_key(), int(expires), ctx.request.remote_addr or "")
+    if not (int(expires) > time.time() and hmac.compare_digest(mac, expected)):
         raise Unauthenticated("a valid, unexpired IMDSv2 session token is required "
                               f"({TOKEN_HEADER})", challenges=())
 
 
-def imds_role(ctx: RequestContext) -> Response:
-    """The caller's role name (plain text, no trailing newline)."""
-    require_token(ctx)
+def imds_caller(ctx: RequestContext) -> Principal:
+    """A metadata caller: its session token first, then its identity."""
+    require_token(ctx, ctx.inputs["headers"].token)
+    return ctx.principal()
+
+
+def imds_role(ctx: RequestContext, headers: SessionToken) -> Response:
+    """The caller's role name (plain text, no trailing newline); ``imds_caller`` checked the
+    session token."""
     _account, role = single_role(ctx.broker, ctx.principal())
     return Response(role, content_type="text/plain", headers={"Cache-Control": "no-store"})
 
 
-def imds_credentials(ctx: RequestContext, role: str) -> Response:
-    """Credentials for the caller's role, valid for at least 30 more minutes."""
-    require_token(ctx)
+def imds_credentials(ctx: RequestContext, role: str, headers: SessionToken) -> Response:
+    """Credentials for the caller's role, valid for at least 30 more minutes; ``imds_caller``
+    checked the session token."""
     _account, credentials = metadata_issue(ctx, role)
     return json_response(metadata_credentials(credentials))
 
@@ -178,21 +228,23 @@ def container_credentials(ctx: RequestContext, account: str, role: str) -> Respo
     return json_response(body)
 
 
-CREDENTIALS_RESPONSES = {200: "Credentials", 401: "No valid token or identity",
-                         403: "Not granted", 404: "Not exactly one role / unknown",
-                         503: "STS unavailable"}
-
+ERRORS = {401: "No valid token or identity", 403: "Not granted",
+          404: "Not exactly one role / unknown", 503: "STS unavailable"}
 ROUTES = (
     Route("/latest/api/token", new_token, methods=("PUT",), family=AWS_SDK,
-          authenticated=False, content_type="text/plain",
-          summary="IMDSv2: a session token (X-aws-ec2-metadata-token-ttl-seconds: 1..21600)",
-          responses={200: "The token", 400: "Missing or bad TTL", 403: "Relayed by a proxy"}),
+          authenticated=False, headers=SessionTokenRequest, summary="IMDSv2: a session token",
+          responses={200: Reply("The token", str, TEXT), 400: "Missing or bad TTL",
+                     403: "Relayed by a proxy"}),
     Route("/latest/meta-data/iam/security-credentials/", imds_role, family=AWS_SDK,
-          content_type="text/plain", summary="IMDS: the caller's single role name",
-          responses=CREDENTIALS_RESPONSES),
+          authenticate=imds_caller, headers=SessionToken,
+          summary="IMDS: the caller's single role name",
+          responses={200: Reply("The role", str, TEXT), **ERRORS}),
     Route("/latest/meta-data/iam/security-credentials/<role>", imds_credentials, family=AWS_SDK,
-          summary="IMDS: credentials for the caller's role", responses=CREDENTIALS_RESPONSES),
+          authenticate=imds_caller, headers=SessionToken,
+          summary="IMDS: credentials for the caller's role",
+          responses={200: Reply("Credentials", MetadataCredentials), **ERRORS}),
     Route("/v1/container-credentials/<account>/<role>", container_credentials, family=AWS_SDK,
           summary="Container credentials (Authorization: an API key or a bearer token)",
-          responses=CREDENTIALS_RESPONSES),
+          responses={200: Reply("Credentials", ContainerCredentials), 400: "Bad name",
+                     **ERRORS}),
 )

@@ -3,13 +3,47 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from werkzeug.wrappers import Response
 
-from credenza.errors import BadRequest
 from credenza.models import TokenRecord
-from credenza.wsgi.routes import RequestContext, Route, json_response
+from credenza.wsgi.routes import Name, Reply, RequestContext, Route, json_response
+
+
+class NewKey(msgspec.Struct):
+    """What the new key is for, and how long it lasts."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    expires_in_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 365
+
+
+class Owner(msgspec.Struct):
+    """Whose keys to list (admins of API keys may name another owner)."""
+
+    owner: Name | None = None
+
+
+class KeyMetadata(msgspec.Struct):
+    """An API key's metadata; times are ISO 8601."""
+
+    id: str
+    name: str | None
+    owner: str
+    created_at: str
+    expires_at: str
+    revoked: bool
+
+
+class MadeKey(KeyMetadata):
+    """A new key's metadata and the key itself, shown this once."""
+
+    key: str
+
+
+class Keys(msgspec.Struct):
+    keys: list[KeyMetadata]
 
 
 def describe(record: TokenRecord) -> dict[str, Any]:
@@ -19,23 +53,17 @@ def describe(record: TokenRecord) -> dict[str, Any]:
             "revoked": record.revoked}
 
 
-def create_key(ctx: RequestContext) -> Response:
+def create_key(ctx: RequestContext, body: NewKey) -> Response:
     """A new API key acting as the caller; the key is in this answer and nowhere else."""
-    body = ctx.json_body()
-    days = body.get("expires_in_days", 365)
-    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650:
-        raise BadRequest("expires_in_days must be a whole number from 1 to 3650")
-    name = body.get("name")
-    if not isinstance(name, str):
-        raise BadRequest("name is required (a string)")
-    record, value = ctx.broker.api_keys.create(ctx.principal(), name, dt.timedelta(days=days))
+    record, value = ctx.broker.api_keys.create(ctx.principal(), body.name,
+                                               dt.timedelta(days=body.expires_in_days))
     return json_response({**describe(record), "key": value})
 
 
-def list_keys(ctx: RequestContext) -> Response:
+def list_keys(ctx: RequestContext, query: Owner) -> Response:
     """The caller's API keys (``?owner=`` for admins of API keys)."""
     principal = ctx.principal()
-    owner = ctx.request.args.get("owner") or principal.name
+    owner = query.owner or principal.name
     keys = ctx.broker.api_keys.list(principal, owner)
     return json_response({"keys": [describe(record) for record in keys]})
 
@@ -46,10 +74,14 @@ def revoke_key(ctx: RequestContext, key_id: str) -> Response:
 
 
 ROUTES = (
-    Route("/v1/api-keys", create_key, methods=("POST",), summary="Create an API key (shown once)",
-          responses={200: "The key and its metadata", 400: "Bad name or lifetime"}),
-    Route("/v1/api-keys", list_keys, summary="The caller's API keys",
-          responses={200: "Metadata of each key", 403: "Not the owner"}),
+    Route("/v1/api-keys", create_key, methods=("POST",), body=NewKey,
+          summary="Create an API key (shown once)",
+          responses={200: Reply("The key and its metadata", MadeKey),
+                     400: "Bad name or lifetime", 401: "Not identified"}),
+    Route("/v1/api-keys", list_keys, query=Owner, summary="The caller's API keys",
+          responses={200: Reply("Metadata of each key", Keys), 401: "Not identified",
+                     403: "Not the owner"}),
     Route("/v1/api-keys/<key_id>", revoke_key, methods=("DELETE",), summary="Revoke an API key",
-          responses={200: "The revoked key", 404: "No such key"}),
+          responses={200: Reply("The revoked key", KeyMetadata), 401: "Not identified",
+                     403: "Not the owner", 404: "No such key"}),
 )

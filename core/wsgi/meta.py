@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 from werkzeug.wrappers import Response
 
 from credenza.wsgi.openapi import openapi_document
-from credenza.wsgi.routes import RequestContext, Route, json_response
+from credenza.wsgi.routes import Reply, RequestContext, Route, json_response
 
 STATUS_RETRY_AFTER = "30"
+
+
+class Check(msgspec.Struct):
+    component: str
+    ok: bool
+    detail: str
+
+
+class Status(msgspec.Struct):
+    """afp-core's ``{status, message}`` (strings), the plugins and every check."""
+
+    status: str
+    message: str
+    plugins: list[str]
+    checks: list[Check]
+
+
+class GrantView(msgspec.Struct):
+    kind: str
+    target: str
+    role: str | None
+    audiences: list[str]
+    via: str
+
+
+class Caller(msgspec.Struct):
+    name: str
+    kind: str
+    source: str
+    groups: list[str]
+    grants: list[GrantView]
 
 
 def status(ctx: RequestContext) -> Response:
@@ -51,8 +85,10 @@ def whoami(ctx: RequestContext) -> Response:
 
 ROUTES = (
     Route("/status", status, summary="Health of every dependency", authenticated=False,
-          responses={200: "All dependencies are healthy", 503: "A dependency is down"}),
-    Route("/openapi.json", openapi, summary="This API's OpenAPI description", authenticated=False),
+          responses={200: Reply("All dependencies are healthy", Status),
+                     503: Reply("A dependency is down", Status)}),
+    Route("/openapi.json", openapi, summary="This API's OpenAPI description", authenticated=False,
+          responses={200: Reply("An OpenAPI 3.1 document", dict[str, Any])}),
     Route("/v1/whoami", whoami, summary="The caller's identity, groups and grants",
-          responses={200: "The caller", 401: "Not identified"}),
+          responses={200: Reply("The caller", Caller), 401: "Not identified"}),
 )

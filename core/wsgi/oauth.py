@@ -9,18 +9,40 @@ as RFC 6749 section 5.2 says.
 
 from __future__ import annotations
 
-import urllib.parse
+from typing import Any
 
+import msgspec
 from werkzeug.wrappers import Response
 
 from credenza.errors import BadRequest, CredenzaError, Unauthenticated, UnsupportedGrantType
 from credenza.models import BasicCredentials, IdentityRequest, Principal
 from credenza.oauth import TokenResponse
-from credenza.wsgi.routes import JSON, Family, RequestContext, Route, json_response
+from credenza.wsgi.routes import (
+    FORM,
+    JSON,
+    Empty,
+    Family,
+    Name,
+    Reply,
+    RequestContext,
+    Route,
+    Text,
+    TokenText,
+    form_fields,
+    json_response,
+)
 
 # RFC 6749 5.2 error codes for errors that have no code of their own, by HTTP status.
 OAUTH_ERRORS = {400: "invalid_request", 401: "invalid_client", 403: "unauthorized_client",
                 404: "invalid_request", 413: "invalid_request"}
+
+
+class OAuthErrorBody(msgspec.Struct):
+    """RFC 6749 5.2's error response (with the request id of the server log)."""
+
+    error: str
+    error_description: str
+    request_id: str
 
 
 def render_oauth_error(error: CredenzaError, ctx: RequestContext) -> Response:
@@ -38,30 +60,92 @@ def render_oauth_error(error: CredenzaError, ctx: RequestContext) -> Response:
     return response
 
 
-OAUTH = Family("oauth", "OAuth 2.0 token endpoint, JWKS and discovery.",
-               prefixes=("/oauth2/", "/token"), render_error=render_oauth_error)
+OAUTH = Family("oauth", "OAuth 2.0 token endpoints, JWKS and discovery.",
+               prefixes=("/oauth2/", "/token"), render_error=render_oauth_error,
+               error_schema=OAuthErrorBody, error_media_type=JSON)
 
 
-def form(ctx: RequestContext) -> dict[str, str]:
-    """The form-encoded body; a parameter given twice is an error (RFC 6749 section 3.2)."""
-    content_type = ctx.request.mimetype
-    if content_type != "application/x-www-form-urlencoded":
-        raise BadRequest("the token endpoint takes application/x-www-form-urlencoded bodies")
-    try:
-        pairs = urllib.parse.parse_qsl(ctx.body().decode("utf-8"), keep_blank_values=True,
-                                       strict_parsing=False)
-    except UnicodeDecodeError:
-        raise BadRequest("the body is not UTF-8") from None
-    values: dict[str, str] = {}
-    for key, value in pairs:
-        if key in values:
-            raise BadRequest(f"parameter {key!r} is given more than once")
-        values[key] = value
-    return values
+# -- what clients send -----------------------------------------------------------------------------
 
 
-def client_principal(ctx: RequestContext, params: dict[str, str]) -> Principal:
+class ClientAuthentication(msgspec.Struct):
+    """client_secret_post: the client's id and secret in the form (or HTTP Basic instead)."""
+
+    client_id: Name | None = None
+    client_secret: TokenText | None = None
+
+
+class TokenRequest(ClientAuthentication):
+    """``/oauth2/token``'s form: ``grant_type`` picks the grant and which fields it reads."""
+
+    grant_type: Name | None = None
+    scope: Text | None = None
+    refresh_token: TokenText | None = None
+    subject_token: TokenText | None = None
+    subject_token_type: Name | None = None
+    requested_token_type: Name | None = None
+    actor_token: TokenText | None = None
+    actor_token_type: Name | None = None
+
+
+class TokenOfClient(ClientAuthentication):
+    """The form of introspection (RFC 7662) and revocation (RFC 7009)."""
+
+    token: TokenText | None = None
+    token_type_hint: Name | None = None
+
+
+class ApiTokenRequest(msgspec.Struct):
+    """``POST /token``'s JSON body (the Descartes Labs client)."""
+
+    client_id: Name
+    refresh_token: TokenText
+    grant_type: Name = "refresh_token"
+    scope: Text | None = None
+
+
+# -- what they get ---------------------------------------------------------------------------------
+
+
+class TokenAnswer(msgspec.Struct, omit_defaults=True):
+    """A token response; ``expires_at`` (epoch seconds) is for clients that cache by it."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    expires_at: int
+    scope: str | None = None
+    refresh_token: str | None = None
+    issued_token_type: str | None = None
+
+
+class Introspection(msgspec.Struct, omit_defaults=True):
+    """RFC 7662's answer: ``active`` alone for a token that is not, or not the client's."""
+
+    active: bool
+    token_type: str | None = None
+    client_id: str | None = None
+    jti: str | None = None
+    exp: int | None = None
+    iat: int | None = None
+    nbf: int | None = None
+    sub: str | None = None
+    aud: str | list[str] | None = None
+    iss: str | None = None
+    scope: str | None = None
+
+
+class Jwks(msgspec.Struct):
+    keys: list[dict[str, Any]]
+
+
+
+# -- handlers --------------------------------------------------------------------------------------
+
+
+def client_principal(ctx: RequestContext) -> Principal:
     """The authenticated client: Basic, or client_id + client_secret in the body (not both)."""
+    params = form_fields(ctx)
     request = IdentityRequest.from_environ(ctx.request.environ)
     posted = params.get("client_id"), params.get("client_secret")
     if request.basic is not None and any(posted[1:]):
@@ -80,11 +164,18 @@ def client_principal(ctx: RequestContext, params: dict[str, str]) -> Principal:
     return principal
 
 
-def token(ctx: RequestContext) -> Response:
+def token_client(ctx: RequestContext) -> Principal:
+    """The client of a token request, once its ``grant_type`` is known to be supported."""
+    ctx.broker.oauth.grant(form_fields(ctx).get("grant_type"))
+    return client_principal(ctx)
+
+
+def token(ctx: RequestContext, body: TokenRequest) -> Response:
     """The token endpoint: the grant class registered for ``grant_type`` does the work."""
-    params = form(ctx)
-    grant = ctx.broker.oauth.grant(params.get("grant_type"))
-    return token_answer(grant.issue(client_principal(ctx, params), params))
+    grant = ctx.broker.oauth.grant(body.grant_type)
+    params = {key: value for key, value in msgspec.structs.asdict(body).items()
+              if value is not None}
+    return token_answer(grant.issue(ctx.principal(), params))
 
 
 def token_answer(answer: TokenResponse) -> Response:
@@ -103,34 +194,28 @@ def token_answer(answer: TokenResponse) -> Response:
     return response
 
 
-def token_json(ctx: RequestContext) -> Response:
+def token_json(ctx: RequestContext, body: ApiTokenRequest) -> Response:
     """``POST /token`` with a JSON body, for public API-token clients (the Descartes Labs
     style): ``{client_id, grant_type: refresh_token, refresh_token}``."""
-    body = ctx.json_body()
     api_tokens = ctx.broker.oauth.api_tokens
-    if body.get("grant_type") != api_tokens.grant_type:
+    if body.grant_type != api_tokens.grant_type:
         raise UnsupportedGrantType(f"grant_type must be {api_tokens.grant_type}")
-    client_id, api_token = body.get("client_id"), body.get("refresh_token")
-    if not isinstance(client_id, str) or not isinstance(api_token, str):
-        raise BadRequest("client_id and refresh_token are required strings")
-    return token_answer(TokenResponse(api_tokens.exchange(client_id, api_token)))
+    return token_answer(TokenResponse(api_tokens.exchange(body.client_id, body.refresh_token)))
 
 
-def introspect(ctx: RequestContext) -> Response:
+def introspect(ctx: RequestContext, body: TokenOfClient) -> Response:
     """RFC 7662: what a token is, for the client it was issued to (or an admin)."""
-    params = form(ctx)
-    client = client_principal(ctx, params)
-    return json_response(ctx.broker.oauth.introspect(client, params.get("token") or ""))
+    if not body.token:
+        raise BadRequest("token is required")
+    return json_response(ctx.broker.oauth.introspect(ctx.principal(), body.token))
 
 
-def revoke(ctx: RequestContext) -> Response:
+def revoke(ctx: RequestContext, body: TokenOfClient) -> Response:
     """RFC 7009: revoke a token of the calling client; a refresh token takes its family with
     it. Unknown tokens are answered 200, as the RFC asks."""
-    params = form(ctx)
-    client = client_principal(ctx, params)
-    if not params.get("token"):
+    if not body.token:
         raise BadRequest("token is required")
-    ctx.broker.oauth.revoke(client, params["token"])
+    ctx.broker.oauth.revoke(ctx.principal(), body.token)
     return json_response({})
 
 
@@ -159,22 +244,31 @@ def openid_configuration(ctx: RequestContext) -> Response:
     })
 
 
+CLIENT_ERRORS = {400: "Bad request, scope or grant; not the client's", 401: "Bad client",
+                 503: "A dependency is down"}
+
 ROUTES = (
-    Route("/oauth2/token", token, methods=("POST",), family=OAUTH, authenticated=False,
-          summary="OAuth 2.0 token endpoint (client_credentials, refresh_token)",
-          responses={200: "An access token", 400: "Bad request, scope or grant",
-                     401: "Bad client"}),
+    Route("/oauth2/token", token, methods=("POST",), family=OAUTH, body=TokenRequest,
+          body_media_type=FORM, authenticate=token_client,
+          summary="OAuth 2.0 token endpoint (client_credentials, refresh_token, token exchange)",
+          responses={200: Reply("The tokens", TokenAnswer), **CLIENT_ERRORS}),
     Route("/token", token_json, methods=("POST",), family=OAUTH, authenticated=False,
+          body=ApiTokenRequest,
           summary="API-token clients: JSON refresh_token grant (Descartes Labs style)",
-          responses={200: "{access_token}", 400: "Bad request", 401: "Bad refresh token"}),
+          responses={200: Reply("A JWT for the API token's user", TokenAnswer),
+                     400: "Bad request", 401: "Bad refresh token"}),
     Route("/oauth2/introspect", introspect, methods=("POST",), family=OAUTH,
-          authenticated=False, summary="RFC 7662 token introspection (client authentication)",
-          responses={200: "{active, ...}", 401: "Bad client"}),
-    Route("/oauth2/revoke", revoke, methods=("POST",), family=OAUTH, authenticated=False,
+          body=TokenOfClient, body_media_type=FORM, authenticate=client_principal,
+          summary="RFC 7662 token introspection (client authentication)",
+          responses={200: Reply("What the token is", Introspection), **CLIENT_ERRORS}),
+    Route("/oauth2/revoke", revoke, methods=("POST",), family=OAUTH, body=TokenOfClient,
+          body_media_type=FORM, authenticate=client_principal,
           summary="RFC 7009 token revocation (client authentication)",
-          responses={200: "Revoked, or unknown", 401: "Bad client", 403: "Not the client's"}),
+          responses={200: Reply("Revoked, or unknown", Empty), **CLIENT_ERRORS}),
     Route("/.well-known/jwks.json", jwks, family=OAUTH, authenticated=False,
-          summary="Public signing keys (JWKS)", content_type=JSON),
+          summary="Public signing keys (JWKS)",
+          responses={200: Reply("The keys", Jwks)}),
     Route("/.well-known/openid-configuration", openid_configuration, family=OAUTH,
-          authenticated=False, summary="Discovery document"),
+          authenticated=False, summary="Discovery document",
+          responses={200: Reply("The discovery document", dict[str, Any])}),
 )

@@ -12,17 +12,30 @@ import base64
 import datetime as dt
 import hashlib
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import attrs
+import msgspec
 from werkzeug.wrappers import Response
 
 from credenza.config import Section
 from credenza.errors import BadRequest, CredenzaError, NotFound
 from credenza.models import RESERVED_CLAIMS, IssuedToken, TokenQuery, TokenRecord, TokenSpec
-from credenza.wsgi.routes import Family, RequestContext, Route, json_response
+from credenza.wsgi.routes import (
+    Empty,
+    Family,
+    Name,
+    Reply,
+    RequestContext,
+    Route,
+    Text,
+    TokenText,
+    json_response,
+)
 
 MAX_RESULTS = 100
+# A year and a day: longer than any provider's maximum lifetime may be set to.
+MAX_EXPIRATION = 366 * 86400
 
 
 @attrs.frozen
@@ -40,6 +53,15 @@ class PamSettings:
         return settings
 
 
+class PamError(msgspec.Struct):
+    """The error shape the SDK turns into its ClientException."""
+
+    code: str
+    error: str
+    error_description: str
+    request_id: str
+
+
 def render_pam_error(error: CredenzaError, ctx: RequestContext) -> Response:
     """The shape the SDK turns into its ClientException."""
     body = {"code": str(error.status), "error": error.slug.replace("-", "_"),
@@ -48,11 +70,153 @@ def render_pam_error(error: CredenzaError, ctx: RequestContext) -> Response:
 
 
 PAM = Family("idaas-pam", "IDaaS PAM compatible developer API (cloud-idaas-pam-client).",
-             prefixes=("/v2/",), render_error=render_pam_error, settings=PamSettings)
+             prefixes=("/v2/",), render_error=render_pam_error, settings=PamSettings,
+             error_schema=PamError, error_media_type="application/json")
 
 
-def _ms(moment: dt.datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1000)
+# -- what the SDK sends -------------------------------------------------------------------------
+
+
+class GenerateJwt(msgspec.Struct):
+    """``generateJwt``'s body."""
+
+    credentialProviderIdentifier: Name
+    subject: Name
+    audiences: Annotated[list[Name], msgspec.Meta(min_length=1, max_length=64)]
+    issuer: Name | None = None
+    customClaims: Annotated[dict[str, Any], msgspec.Meta(max_length=64)] | None = None
+    expiration: Annotated[int, msgspec.Meta(ge=1, le=MAX_EXPIRATION)] | None = None
+    includeDerivedShortToken: bool | None = None
+
+
+class ObtainJwt(msgspec.Struct):
+    """``obtainJwt``'s body."""
+
+    consumerId: Name
+    authenticationTokenId: Name
+
+
+class ShortToken(msgspec.Struct):
+    """``obtainJwtByDerivedShortToken``'s body."""
+
+    derivedShortToken: TokenText
+
+
+class OneToken(msgspec.Struct):
+    """The body of validate, revoke and reinstate: a JWT or a derived short token."""
+
+    token: TokenText
+    token_type_hint: Name | None = None
+
+
+class ConsumerTokens(msgspec.Struct):
+    """The body of revokeByConsumer and reinstateByConsumer."""
+
+    consumerId: Name
+    credentialProviderIdentifier: Name
+
+
+class FetchOAuthToken(msgspec.Struct):
+    """``fetchOAuthAccessToken``'s body."""
+
+    credentialProviderIdentifier: Name
+    scope: Text | None = None
+    forceAuthentication: bool | None = None
+    customParameters: Annotated[dict[str, Any], msgspec.Meta(max_length=64)] | None = None
+
+
+class ListQuery(msgspec.Struct):
+    """``authenticationTokens``' query."""
+
+    consumerId: Name
+    credentialProviderIdentifier: Name
+    maxResults: Annotated[int, msgspec.Meta(ge=1, le=MAX_RESULTS)] = 20
+    nextToken: TokenText | None = None
+    revoked: bool | None = None
+    expired: bool | None = None
+
+
+class CredentialQuery(msgspec.Struct):
+    """``credentials/_/actions/obtain``'s query."""
+
+    credentialIdentifier: Name
+
+
+# -- what it reads --------------------------------------------------------------------------------
+
+
+class TokenMetadata(msgspec.Struct):
+    """A token's metadata; times are epoch milliseconds."""
+
+    instanceId: str
+    authenticationTokenId: str
+    authenticationTokenType: str
+    credentialProviderId: str
+    creatorType: str
+    creatorId: str
+    consumerType: str
+    consumerId: str
+    revoked: bool
+    createTime: int
+    updateTime: int
+    expirationTime: int
+
+
+class JwtContent(msgspec.Struct):
+    jwtValue: str
+    derivedShortToken: str | None
+
+
+class JwtAnswer(TokenMetadata):
+    """A token's metadata with the JWT (and its derived short token, when asked for)."""
+
+    jwtContent: JwtContent
+
+
+class TokenPage(msgspec.Struct):
+    entities: list[TokenMetadata]
+    totalCount: int | None
+    maxResults: int
+    nextToken: str | None
+
+
+class Active(msgspec.Struct):
+    active: bool
+
+
+
+class OAuthAccessTokenContent(msgspec.Struct):
+    accessTokenValue: str
+    tokenType: str
+    scope: str
+    expirationTime: int
+
+
+class UpstreamAnswer(msgspec.Struct):
+    oauthAccessTokenContent: OAuthAccessTokenContent
+
+
+class ApiKeyContent(msgspec.Struct):
+    apiKey: str
+
+
+class CredentialContent(msgspec.Struct):
+    apiKeyContent: ApiKeyContent
+
+
+class CredentialAnswer(msgspec.Struct):
+    credentialId: str
+    credentialIdentifier: str
+    credentialType: str
+    status: str
+    credentialContent: CredentialContent
+
+
+# -- handlers --------------------------------------------------------------------------------------
+
+
+def _ms(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 def _check_instance(ctx: RequestContext, instance_id: str) -> None:
@@ -84,102 +248,54 @@ def _jwt_answer(ctx: RequestContext, token: IssuedToken) -> Response:
                                          "derivedShortToken": token.short_token}})
 
 
-def _string(body: dict[str, Any], key: str, required: bool = True) -> str | None:
-    value = body.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"{key} must be a non-empty string")
-    return value
-
-
-def _strings(body: dict[str, Any], key: str) -> list[str]:
-    value = body.get(key)
-    if not isinstance(value, list) or not value or not all(
-            isinstance(item, str) and item for item in value):
-        raise BadRequest(f"{key} must be a non-empty array of strings")
-    return value
-
-
-def generate_jwt(ctx: RequestContext, instance_id: str) -> Response:
+def generate_jwt(ctx: RequestContext, instance_id: str, body: GenerateJwt) -> Response:
     """``generateJwt``: a new JWT of a credential provider, for the calling application."""
     _check_instance(ctx, instance_id)
     principal = ctx.principal()
-    body = ctx.json_body()
-    expiration = body.get("expiration")
-    if expiration is not None and (not isinstance(expiration, int) or isinstance(expiration, bool)
-                                   or expiration <= 0):
-        raise BadRequest("expiration must be a positive number of seconds")
-    custom = body.get("customClaims") or {}
-    if not isinstance(custom, dict):
-        raise BadRequest("customClaims must be a JSON object")
+    custom = body.customClaims or {}
     reserved = sorted(RESERVED_CLAIMS & custom.keys())
     if reserved:
         raise BadRequest(f"customClaims cannot set claims this broker reserves: "
                          f"{', '.join(reserved)}")
-    include_short = body.get("includeDerivedShortToken") or False
-    if not isinstance(include_short, bool):
-        raise BadRequest("includeDerivedShortToken must be true or false")
     spec = TokenSpec(
-        provider=_string(body, "credentialProviderIdentifier"),
-        subject=_string(body, "subject"),
-        audiences=_strings(body, "audiences"),
-        issuer=_string(body, "issuer", required=False),
+        provider=body.credentialProviderIdentifier,
+        subject=body.subject,
+        audiences=body.audiences,
+        issuer=body.issuer,
         custom_claims=custom,
-        lifetime=dt.timedelta(seconds=expiration) if expiration else None,
+        lifetime=dt.timedelta(seconds=body.expiration) if body.expiration else None,
         consumer_type="application" if principal.kind == "client" else "custom",
         consumer_id=principal.name,
-        include_short_token=include_short,
+        include_short_token=bool(body.includeDerivedShortToken),
     )
     return _jwt_answer(ctx, ctx.broker.issue_token(principal, spec))
 
 
-def obtain_jwt(ctx: RequestContext, instance_id: str) -> Response:
+def obtain_jwt(ctx: RequestContext, instance_id: str, body: ObtainJwt) -> Response:
     """``obtainJwt``: a stored JWT again, by consumer and token id."""
     _check_instance(ctx, instance_id)
-    principal = ctx.principal()
-    body = ctx.json_body()
-    token = ctx.broker.tokens.obtain(principal, _string(body, "consumerId"),
-                                     _string(body, "authenticationTokenId"))
+    token = ctx.broker.tokens.obtain(ctx.principal(), body.consumerId,
+                                     body.authenticationTokenId)
     return _jwt_answer(ctx, token)
 
 
-def obtain_by_short_token(ctx: RequestContext, instance_id: str) -> Response:
+def obtain_by_short_token(ctx: RequestContext, instance_id: str, body: ShortToken) -> Response:
     """``obtainJwtByDerivedShortToken``: the short token is the credential (no Authorization)."""
     _check_instance(ctx, instance_id)
-    token = ctx.broker.tokens.obtain_by_short_token(_string(ctx.json_body(),
-                                                            "derivedShortToken"))
-    return _jwt_answer(ctx, token)
+    return _jwt_answer(ctx, ctx.broker.tokens.obtain_by_short_token(body.derivedShortToken))
 
 
-def _flag(ctx: RequestContext, key: str) -> bool | None:
-    raw = ctx.request.args.get(key)
-    if raw is None or raw == "":
-        return None
-    if raw.lower() not in ("true", "false"):
-        raise BadRequest(f"{key} must be true or false, got {raw!r}")
-    return raw.lower() == "true"
-
-
-def list_tokens(ctx: RequestContext, instance_id: str) -> Response:
+def list_tokens(ctx: RequestContext, instance_id: str, query: ListQuery) -> Response:
     """``authenticationTokens``: one page of a consumer's tokens of a provider."""
     _check_instance(ctx, instance_id)
-    principal = ctx.principal()
-    args = ctx.request.args
-    raw_max = args.get("maxResults") or "20"
-    if not raw_max.isdigit() or not 1 <= int(raw_max) <= MAX_RESULTS:
-        raise BadRequest(f"maxResults must be from 1 to {MAX_RESULTS}, got {raw_max!r}")
-    query = TokenQuery(
-        consumer_id=_string(dict(args), "consumerId"),
-        provider=_string(dict(args), "credentialProviderIdentifier"),
-        revoked=_flag(ctx, "revoked"), expired=_flag(ctx, "expired"),
-    )
-    next_token = args.get("nextToken") or None
-    after = _page_position(next_token, query) if next_token else None
-    page = ctx.broker.tokens.list(principal, query, int(raw_max), after)
+    listing = TokenQuery(consumer_id=query.consumerId,
+                         provider=query.credentialProviderIdentifier,
+                         revoked=query.revoked, expired=query.expired)
+    after = _page_position(query.nextToken, listing) if query.nextToken else None
+    page = ctx.broker.tokens.list(ctx.principal(), listing, query.maxResults, after)
     return json_response({"entities": [metadata(ctx, record) for record in page.items],
-                          "totalCount": page.total_count, "maxResults": int(raw_max),
-                          "nextToken": _page_token(page.after, query) if page.after else None})
+                          "totalCount": page.total_count, "maxResults": query.maxResults,
+                          "nextToken": _page_token(page.after, listing) if page.after else None})
 
 
 # nextToken: where the page ended, bound to the listing's filters so that a token of another
@@ -205,65 +321,57 @@ def _page_position(token: str, query: TokenQuery) -> str:
     return after
 
 
-def validate(ctx: RequestContext, instance_id: str) -> Response:
+def validate(ctx: RequestContext, instance_id: str, body: OneToken) -> Response:
     """``validate``: whether a JWT or derived short token is active (no Authorization)."""
     _check_instance(ctx, instance_id)
-    return json_response({"active": ctx.broker.tokens.validate(_string(ctx.json_body(),
-                                                                          "token"))})
+    return json_response({"active": ctx.broker.tokens.validate(body.token)})
 
 
-def revoke(ctx: RequestContext, instance_id: str) -> Response:
+def revoke(ctx: RequestContext, instance_id: str, body: OneToken) -> Response:
     """``revoke``: one token (a JWT or a derived short token), by its consumer or an admin."""
     _check_instance(ctx, instance_id)
-    ctx.broker.tokens.revoke(ctx.principal(), _string(ctx.json_body(), "token"))
+    ctx.broker.tokens.revoke(ctx.principal(), body.token)
     return json_response({})
 
 
-def reinstate(ctx: RequestContext, instance_id: str) -> Response:
+def reinstate(ctx: RequestContext, instance_id: str, body: OneToken) -> Response:
     """``reinstate``: one revoked, unexpired token (admins)."""
     _check_instance(ctx, instance_id)
-    ctx.broker.tokens.reinstate(ctx.principal(), _string(ctx.json_body(), "token"))
+    ctx.broker.tokens.reinstate(ctx.principal(), body.token)
     return json_response({})
 
 
-def _consumer_and_provider(ctx: RequestContext) -> tuple[str, str]:
-    body = ctx.json_body()
-    return _string(body, "consumerId"), _string(body, "credentialProviderIdentifier")
-
-
-def revoke_by_consumer(ctx: RequestContext, instance_id: str) -> Response:
+def revoke_by_consumer(ctx: RequestContext, instance_id: str, body: ConsumerTokens) -> Response:
     """``revokeByConsumer``: all of a consumer's tokens of one provider."""
     _check_instance(ctx, instance_id)
-    ctx.broker.tokens.revoke_consumer(ctx.principal(), *_consumer_and_provider(ctx))
+    ctx.broker.tokens.revoke_consumer(ctx.principal(), body.consumerId,
+                                      body.credentialProviderIdentifier)
     return json_response({})
 
 
-def reinstate_by_consumer(ctx: RequestContext, instance_id: str) -> Response:
+def reinstate_by_consumer(ctx: RequestContext, instance_id: str,
+                          body: ConsumerTokens) -> Response:
     """``reinstateByConsumer``: a consumer's unexpired tokens of one provider (admins)."""
     _check_instance(ctx, instance_id)
-    ctx.broker.tokens.reinstate_consumer(ctx.principal(), *_consumer_and_provider(ctx))
+    ctx.broker.tokens.reinstate_consumer(ctx.principal(), body.consumerId,
+                                         body.credentialProviderIdentifier)
     return json_response({})
 
 
-def fetch_oauth_token(ctx: RequestContext, instance_id: str) -> Response:
+def fetch_oauth_token(ctx: RequestContext, instance_id: str, body: FetchOAuthToken) -> Response:
     """``fetchOAuthAccessToken``: an upstream provider's access token for the caller."""
     _check_instance(ctx, instance_id)
-    body = ctx.json_body()
-    force = body.get("forceAuthentication") or False
-    if not isinstance(force, bool):
-        raise BadRequest("forceAuthentication must be true or false")
-    token = ctx.broker.upstream_token(ctx.principal(),
-                                      _string(body, "credentialProviderIdentifier"),
-                                      _string(body, "scope", required=False), force)
+    token = ctx.broker.upstream_token(ctx.principal(), body.credentialProviderIdentifier,
+                                      body.scope, bool(body.forceAuthentication))
     return json_response({"oauthAccessTokenContent": {
         "accessTokenValue": token.value, "tokenType": token.token_type, "scope": token.scope,
         "expirationTime": _ms(token.expires_at)}})
 
 
-def obtain_credential(ctx: RequestContext, instance_id: str) -> Response:
+def obtain_credential(ctx: RequestContext, instance_id: str, query: CredentialQuery) -> Response:
     """``credentials/_/actions/obtain``: a managed upstream API key (get_api_key)."""
     _check_instance(ctx, instance_id)
-    identifier = _string(dict(ctx.request.args), "credentialIdentifier")
+    identifier = query.credentialIdentifier
     value = ctx.broker.managed_credential(ctx.principal(), identifier)
     return json_response({"credentialId": identifier, "credentialIdentifier": identifier,
                           "credentialType": "api_key", "status": "enabled",
@@ -272,33 +380,41 @@ def obtain_credential(ctx: RequestContext, instance_id: str) -> Response:
 
 BASE = "/v2/<instance_id>/authenticationTokens"
 ACTIONS = f"{BASE}/_/actions"
-COMMON = {400: "Bad request", 401: "No valid access token", 403: "Not granted",
+ERRORS = {400: "Bad request", 401: "No valid access token", 403: "Not granted",
           404: "Unknown token, provider or instance", 409: "Revoked or expired",
           503: "Store unavailable"}
+DONE = {200: Reply("Done", Empty), **ERRORS}
+JWT = {200: Reply("The token and its metadata", JwtAnswer), **ERRORS}
 
 ROUTES = (
     Route(f"{ACTIONS}/generateJwt", generate_jwt, methods=("POST",), family=PAM,
-          summary="Generate a JWT (optionally with a derived short token)", responses=COMMON),
-    Route(f"{ACTIONS}/obtainJwt", obtain_jwt, methods=("POST",), family=PAM,
-          summary="Obtain a stored JWT by consumer and id", responses=COMMON),
+          body=GenerateJwt, responses=JWT,
+          summary="Generate a JWT (optionally with a derived short token)"),
+    Route(f"{ACTIONS}/obtainJwt", obtain_jwt, methods=("POST",), family=PAM, body=ObtainJwt,
+          summary="Obtain a stored JWT by consumer and id", responses=JWT),
     Route(f"{ACTIONS}/obtainJwtByDerivedShortToken", obtain_by_short_token, methods=("POST",),
-          family=PAM, authenticated=False, summary="Obtain a JWT by its derived short token",
-          responses=COMMON),
-    Route(BASE, list_tokens, family=PAM, summary="List a consumer's tokens of a provider",
-          responses=COMMON),
+          family=PAM, authenticated=False, body=ShortToken,
+          summary="Obtain a JWT by its derived short token", responses=JWT),
+    Route(BASE, list_tokens, family=PAM, query=ListQuery,
+          summary="List a consumer's tokens of a provider",
+          responses={200: Reply("One page of token metadata", TokenPage), **ERRORS}),
     Route(f"{ACTIONS}/validate", validate, methods=("POST",), family=PAM, authenticated=False,
-          summary="Whether a token is active", responses={200: "{active}"}),
-    Route(f"{ACTIONS}/revoke", revoke, methods=("POST",), family=PAM,
-          summary="Revoke a token", responses=COMMON),
-    Route(f"{ACTIONS}/reinstate", reinstate, methods=("POST",),
-          family=PAM, summary="Reinstate a revoked token (admin)", responses=COMMON),
-    Route(f"{ACTIONS}/revokeByConsumer", revoke_by_consumer, methods=("POST",),
-          family=PAM, summary="Revoke a consumer's tokens of a provider", responses=COMMON),
-    Route(f"{ACTIONS}/reinstateByConsumer", reinstate_by_consumer,
-          methods=("POST",), family=PAM, summary="Reinstate a consumer's tokens (admin)",
-          responses=COMMON),
+          body=OneToken, summary="Whether a token is active",
+          responses={200: Reply("Whether the token is active", Active), 400: "Bad request"}),
+    Route(f"{ACTIONS}/revoke", revoke, methods=("POST",), family=PAM, body=OneToken,
+          summary="Revoke a token", responses=DONE),
+    Route(f"{ACTIONS}/reinstate", reinstate, methods=("POST",), family=PAM, body=OneToken,
+          summary="Reinstate a revoked token (admin)", responses=DONE),
+    Route(f"{ACTIONS}/revokeByConsumer", revoke_by_consumer, methods=("POST",), family=PAM,
+          body=ConsumerTokens, summary="Revoke a consumer's tokens of a provider",
+          responses=DONE),
+    Route(f"{ACTIONS}/reinstateByConsumer", reinstate_by_consumer, methods=("POST",),
+          family=PAM, body=ConsumerTokens, summary="Reinstate a consumer's tokens (admin)",
+          responses=DONE),
     Route(f"{ACTIONS}/fetchOAuthAccessToken", fetch_oauth_token, methods=("POST",), family=PAM,
-          summary="An upstream OAuth provider's access token", responses=COMMON),
+          body=FetchOAuthToken, summary="An upstream OAuth provider's access token",
+          responses={200: Reply("The access token", UpstreamAnswer), **ERRORS}),
     Route("/v2/<instance_id>/credentials/_/actions/obtain", obtain_credential, family=PAM,
-          summary="A managed upstream API key (?credentialIdentifier=)", responses=COMMON),
+          query=CredentialQuery, summary="A managed upstream API key",
+          responses={200: Reply("The key", CredentialAnswer), **ERRORS}),
 )
