@@ -165,6 +165,8 @@ class RequestContext:
     family_settings: Mapping[str, Any] = attrs.field(factory=dict)
     #: the route's decoded inputs (``query``, ``headers``, ``body``), once the app has them
     inputs: dict[str, Any] = attrs.field(factory=dict)
+    #: the form-encoded body's fields, once read (:func:`form_fields`)
+    form: dict[str, str] | None = None
     request_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     _principal: Principal | None = attrs.field(default=None, init=False)
     _body: bytes | None = attrs.field(default=None, init=False)
@@ -277,10 +279,13 @@ def decode_body(route: Route, ctx: RequestContext) -> Any:
 
 
 def form_fields(ctx: RequestContext) -> dict[str, str]:
-    """A form-encoded body; a parameter given twice is an error (RFC 6749 section 3.2).
+    """A form-encoded body (read once per request); a parameter given twice is an error (RFC
+    6749 section 3.2).
 
     :raises BadRequest: another media type, a body that is not UTF-8, a repeated parameter.
     """
+    if ctx.form is not None:
+        return ctx.form
     if ctx.request.mimetype != FORM:
         raise BadRequest(f"this endpoint takes {FORM} bodies")
     try:
@@ -292,6 +297,7 @@ def form_fields(ctx: RequestContext) -> dict[str, str]:
         if key in values:
             raise BadRequest(f"parameter {key!r} is given more than once")
         values[key] = value
+    ctx.form = values
     return values
 
 
