@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from credenza.errors import ConfigError
+from credenza.settings import Section, read, setting, type_name
 
 log = logging.getLogger(__name__)
 
@@ -45,135 +46,36 @@ MOVED_SERVER_KEYS = {
     "ica_token_provider": "[api.ica] token_provider",
     "ica_audience": "[api.ica] audience",
 }
-_REQUIRED: Any = object()
 
 
-def _type_name(value: object) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+@attrs.frozen
+class CoreSettings:
+    """``[credenza]``: the core."""
 
-
-@attrs.define
-class Section:
-    """One table of the configuration, read key by key with typed getters.
-
-    Keys that were never read are reported by :meth:`check_unknown`, so a misspelled key is an
-    error instead of a silently ignored setting.
-    """
-
-    name: str
-    values: Mapping[str, Any]
-    source: str
-    base_dir: Path
-    data_dir: Path
-    _read: set[str] = attrs.field(factory=set, init=False)
-
-    def error(self, key: str, message: str) -> ConfigError:
-        """A ConfigError that names the file, this section and ``key``."""
-        return ConfigError(f"{self.source}: [{self.name}] {key}: {message}")
-
-    def _get(self, key: str, default: Any, expected: str, *types: type) -> Any:
-        self._read.add(key)
-        if key not in self.values:
-            if default is _REQUIRED:
-                raise self.error(key, f"is required ({expected})")
-            return default
-        value = self.values[key]
-        # bool is an int subclass in Python; TOML keeps them apart and so do we.
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise self.error(key, f"expected {expected}, got {_type_name(value)} {value!r}")
-        return value
-
-    def get_str(self, key: str, default: Any = _REQUIRED, *,
-                choices: frozenset[str] | None = None) -> Any:
-        """A non-empty string (one of ``choices`` when given)."""
-        expected = "one of " + ", ".join(sorted(choices)) if choices else "a non-empty string"
-        value = self._get(key, default, expected, str)
-        if value is default:
-            return value
-        if not value or (choices and value not in choices):
-            raise self.error(key, f"expected {expected}, got {value!r}")
-        return value
-
-    def get_int(self, key: str, default: Any = _REQUIRED, *,
-                min: int | None = None, max: int | None = None) -> Any:
-        """An integer within ``min``..``max``."""
-        bounds = f" from {min}" if min is not None else ""
-        bounds += f" to {max}" if max is not None else ""
-        value = self._get(key, default, f"an integer{bounds}", int)
-        if value is not default and (
-            (min is not None and value < min) or (max is not None and value > max)
-        ):
-            raise self.error(key, f"expected an integer{bounds}, got {value}")
-        return value
-
-    def get_bool(self, key: str, default: Any = _REQUIRED) -> Any:
-        """``true`` or ``false``."""
-        return self._get(key, default, "true or false", bool)
-
-    def get_list(self, key: str, default: Any = _REQUIRED) -> Any:
-        """An array of non-empty strings, returned as a tuple."""
-        value = self._get(key, default, "an array of strings", list)
-        if value is default:
-            return value
-        if not all(isinstance(item, str) and item for item in value):
-            raise self.error(key, f"expected an array of non-empty strings, got {value!r}")
-        return tuple(value)
-
-    def get_table(self, key: str) -> Section:
-        """A nested table as a Section of its own (empty when absent)."""
-        value = self._get(key, {}, "a table", dict)
-        return Section(f"{self.name}.{key}", value, self.source, self.base_dir, self.data_dir)
-
-    def get_path(self, key: str, default: Any = _REQUIRED) -> Any:
-        """A file system path; relative paths are relative to the configuration file."""
-        value = self.get_str(key, default)
-        if value is default:
-            return value
-        return (self.base_dir / Path(value).expanduser()).resolve()
-
-    def get_secret(self, key: str, default: Any = _REQUIRED) -> Any:
-        """A secret: ``env:VAR`` (an environment variable), ``file:PATH`` or the value itself."""
-        value = self.get_str(key, default)
-        if value is default:
-            return value
-        if value.startswith("env:"):
-            var = value[4:]
-            if not os.environ.get(var):
-                raise self.error(key, f"environment variable {var} is not set or empty")
-            return os.environ[var]
-        if value.startswith("file:"):
-            path = self.base_dir / Path(value[5:]).expanduser()
-            try:
-                secret = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise self.error(key, f"cannot read secret file {path}: {exc.strerror}") from None
-            if not secret:
-                raise self.error(key, f"secret file {path} is empty")
-            return secret
-        return value
-
-    def check_unknown(self) -> None:
-        """Raise for the first key no getter asked for: a typo, or a setting that is not one."""
-        unknown = sorted(set(self.values) - self._read)
-        if unknown:
-            known = ", ".join(sorted(self._read)) or "none"
-            raise self.error(unknown[0], f"unknown key (known keys: {known})")
+    plugins: tuple[str, ...] = setting("The enabled plugins, in the order they are asked", ())
+    data_dir: Path | None = setting(
+        "Where keys and the embedded token store live (made mode 0700)", None,
+        default_text="$XDG_DATA_HOME/credenza, else ~/.local/share/credenza")
+    log_level: str = setting("The least severity logged", "INFO",
+                             choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
 @attrs.frozen
 class ServerSettings:
-    """How ``credenza serve`` runs."""
+    """``[server]``: how ``credenza serve`` runs."""
 
-    bind: str = "127.0.0.1:8080"
-    workers: int = 2
-    threads: int = 8
-    certfile: Path | None = None
-    keyfile: Path | None = None
-    max_body_bytes: int = 1024 * 1024
-    access_log: bool = True
-    graceful_timeout: int = 30
-    realm: str = "credenza"
+    bind: str = setting("The address and port to listen on", "127.0.0.1:8080")
+    workers: int = setting("Worker processes", 2, min=1, max=64)
+    threads: int = setting("Threads per worker process", 8, min=1, max=256)
+    certfile: Path | None = setting("The TLS certificate (PEM); with keyfile: HTTPS", None)
+    keyfile: Path | None = setting("The TLS private key (PEM)", None)
+    max_body_bytes: int = setting("The largest request body accepted (413 above it)",
+                                  1024 * 1024, min=1024, max=64 * 1024 * 1024)
+    access_log: bool = setting("Log each request: method, path without query string, status, "
+                               "size, time, request id", True)
+    graceful_timeout: int = setting("Seconds SIGTERM waits for requests in flight", 30, min=1,
+                                    max=3600)
+    realm: str = setting("The realm of WWW-Authenticate challenges", "credenza")
 
     @classmethod
     def from_section(cls, section: Section) -> ServerSettings:
@@ -181,25 +83,9 @@ class ServerSettings:
         for key, moved in MOVED_SERVER_KEYS.items():
             if key in section.values:
                 raise section.error(key, f"this setting moved to {moved}")
-        defaults = cls()
-        settings = cls(
-            bind=section.get_str("bind", defaults.bind),
-            workers=section.get_int("workers", defaults.workers, min=1, max=64),
-            threads=section.get_int("threads", defaults.threads, min=1, max=256),
-            certfile=section.get_path("certfile", None),
-            keyfile=section.get_path("keyfile", None),
-            max_body_bytes=section.get_int(
-                "max_body_bytes", defaults.max_body_bytes, min=1024, max=64 * 1024 * 1024
-            ),
-            access_log=section.get_bool("access_log", defaults.access_log),
-            graceful_timeout=section.get_int(
-                "graceful_timeout", defaults.graceful_timeout, min=1, max=3600
-            ),
-            realm=section.get_str("realm", defaults.realm),
-        )
+        settings = read(cls, section)
         if (settings.certfile is None) != (settings.keyfile is None):
             raise section.error("certfile", "TLS needs both certfile and keyfile")
-        section.check_unknown()
         return settings
 
     @property
@@ -270,16 +156,14 @@ class Config:
                 raise ConfigError(f"{source}: [{key}]: unknown table (known: credenza, server, "
                                   "api, plugins)")
         # The core section's own data_dir is irrelevant: it is the key being read.
-        core = Section("credenza", _table(table, "credenza", source), source, base_dir, base_dir)
-        data_dir = core.get_path("data_dir", None) or default_data_dir()
-        plugins = core.get_list("plugins", ())
+        core = read(CoreSettings, Section("credenza", _table(table, "credenza", source), source,
+                                          base_dir, base_dir))
+        data_dir = core.data_dir or default_data_dir()
+        plugins, log_level = core.plugins, core.log_level
         duplicates = sorted({name for name in plugins if plugins.count(name) > 1})
         if duplicates:
-            raise core.error("plugins", f"names {duplicates[0]!r} more than once")
-        log_level = core.get_str(
-            "log_level", "INFO", choices=frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
-        )
-        core.check_unknown()
+            raise ConfigError(f"{source}: [credenza] plugins: names {duplicates[0]!r} more "
+                              "than once")
         server = ServerSettings.from_section(
             Section("server", _table(table, "server", source), source, base_dir, data_dir)
         )
@@ -287,15 +171,17 @@ class Config:
         for name, value in api_tables.items():
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: [api] {name}: expected a table [api.{name}], got "
-                                  f"{_type_name(value)}")
+                                  f"{type_name(value)}")
         plugin_tables = _table(table, "plugins", source)
         for name, value in plugin_tables.items():
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: [plugins] {name}: expected a table "
-                                  f"[plugins.{name}], got {_type_name(value)}")
+                                  f"[plugins.{name}], got {type_name(value)}")
             if name not in plugins:
-                log.warning("%s: [plugins.%s] is configured but %r is not in [credenza] plugins",
-                            source, name, name)
+                enabled = ", ".join(plugins) or "none"
+                raise ConfigError(f"{source}: [plugins.{name}]: no enabled plugin is called "
+                                  f"{name!r} (enabled: {enabled}); enable it in [credenza] "
+                                  "plugins, or remove the table")
         return cls(source, base_dir, data_dir, plugins, log_level, server, plugin_tables,
                    api_tables)
 
@@ -319,7 +205,7 @@ class Config:
 def _table(table: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
     value = table.get(key, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"{source}: {key}: expected a table [{key}], got {_type_name(value)}")
+        raise ConfigError(f"{source}: {key}: expected a table [{key}], got {type_name(value)}")
     return value
 
 
@@ -332,6 +218,8 @@ def _with_overrides(table: Mapping[str, Any], environ: Mapping[str, str]) -> dic
         path = [part.lower() for part in var[len(OVERRIDE_PREFIX):].split("__")]
         if len(path) < 2 or not all(path):
             raise ConfigError(f"environment variable {var}: expected CREDENZA__<TABLE>__<KEY>")
+        if len(path) > 2 and path[0] in ("plugins", "api"):
+            path[1] = _hyphenated(path[1], merged, path[0])
         node = merged
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -339,6 +227,16 @@ def _with_overrides(table: Mapping[str, Any], environ: Mapping[str, str]) -> dic
                 raise ConfigError(f"environment variable {var}: {part} is not a table")
         node[path[-1]] = _parse_override(raw)
     return merged
+
+
+def _hyphenated(name: str, table: Mapping[str, Any], group: str) -> str:
+    """A shell cannot export ``CREDENZA__PLUGINS__AWS-STS__...``: in an override, ``_`` in a
+    plugin or API family name stands for ``-``, unless a table or an enabled plugin is spelled
+    with ``_``."""
+    enabled = table.get("credenza", {}).get("plugins", ()) if group == "plugins" else ()
+    if name in table.get(group, {}) or name in enabled:
+        return name
+    return name.replace("_", "-")
 
 
 def _parse_override(raw: str) -> Any:

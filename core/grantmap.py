@@ -38,15 +38,16 @@ def parse_pair(pair: str) -> tuple[str, str]:
     return account, role
 
 
-def patterns_from(section: Section, key: str = "group_patterns") -> tuple[re.Pattern[str], ...]:
-    """The compiled patterns of a section's ``group_patterns`` list."""
-    patterns = []
-    for pattern in section.get_list(key, ()):
+def compile_patterns(patterns: Iterable[str], section: Section,
+                     key: str = "group_patterns") -> tuple[re.Pattern[str], ...]:
+    """The compiled patterns of a ``group_patterns`` setting (errors name ``key``)."""
+    compiled = []
+    for pattern in patterns:
         try:
-            patterns.append(compile_pattern(pattern))
+            compiled.append(compile_pattern(pattern))
         except ValueError as exc:
             raise section.error(key, str(exc)) from None
-    return tuple(patterns)
+    return tuple(compiled)
 
 
 @attrs.frozen
@@ -57,16 +58,17 @@ class GroupGrantMap:
     table: Mapping[str, tuple[tuple[str, str], ...]] = attrs.field(factory=dict, hash=False)
 
     @classmethod
-    def from_section(cls, section: Section) -> GroupGrantMap:
-        """``group_patterns`` (a list) and ``[...group_grants]`` (group -> ACCOUNT/ROLE list)."""
-        table_section = section.get_table("group_grants")
-        table = {}
-        for group in table_section.values:
+    def build(cls, patterns: Iterable[str], table: Mapping[str, Iterable[str]],
+              section: Section) -> GroupGrantMap:
+        """From the ``group_patterns`` (a list) and ``group_grants`` (group -> ACCOUNT/ROLE
+        list) settings of ``section``."""
+        pairs = {}
+        for group, grants in table.items():
             try:
-                table[group] = tuple(parse_pair(pair) for pair in table_section.get_list(group))
+                pairs[group] = tuple(parse_pair(pair) for pair in grants)
             except ValueError as exc:
-                raise table_section.error(group, str(exc)) from None
-        return cls(patterns_from(section), table)
+                raise section.error(f"group_grants.{group}", str(exc)) from None
+        return cls(compile_patterns(patterns, section), pairs)
 
     def grants(self, groups: Iterable[str]) -> list[Grant]:
         """The grants ``groups`` confer, in a stable order."""

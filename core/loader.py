@@ -185,6 +185,8 @@ class PluginInfo:
     enabled: bool
     hooks: tuple[str, ...]
     error: str | None = None
+    #: the class declaring its ``[plugins.NAME]`` settings (``credenza.settings``), if any
+    settings: type | None = attrs.field(default=None, eq=False)
 
 
 def installed_plugins(enabled: Sequence[str] = ()) -> list[PluginInfo]:
@@ -192,16 +194,17 @@ def installed_plugins(enabled: Sequence[str] = ()) -> list[PluginInfo]:
     infos = []
     for ep in sorted(_entry_points(), key=lambda ep: (ep.name, ep.value)):
         hooks: tuple[str, ...] = ()
-        error = None
+        error = settings = None
         try:
-            hooks = hook_names(ep.load())
+            plugin = ep.load()
+            hooks, settings = hook_names(plugin), getattr(plugin, "settings", None)
         except Exception as exc:  # shown, not raised: listing must survive a broken plugin
             error = f"{type(exc).__name__}: {exc}"
         dist = ep.dist
         infos.append(PluginInfo(
             name=ep.name, target=ep.value, distribution=dist.name if dist else None,
             version=dist.version if dist else None, enabled=ep.name in enabled,
-            hooks=hooks, error=error,
+            hooks=hooks, error=error, settings=settings if attrs.has(settings) else None,
         ))
     return infos
 

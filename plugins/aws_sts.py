@@ -38,7 +38,7 @@ import re
 import threading
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -49,6 +49,7 @@ from credenza.health import HealthProbe
 from credenza.logsafety import drop_credential_debug_logs
 from credenza.markers import hookimpl
 from credenza.models import Account, AwsCredentials, AwsOptions, Grant, Health, Principal
+from credenza.settings import read, setting
 
 try:
     import boto3
@@ -157,10 +158,11 @@ class CallbackAllowlist:
     prefixes: tuple[urllib.parse.SplitResult, ...]
 
     @classmethod
-    def from_section(cls, section: Section, key: str = "callback_urls") -> CallbackAllowlist:
-        """Read and check the allowlist."""
+    def from_urls(cls, urls: Iterable[str], section: Section,
+                  key: str = "callback_urls") -> CallbackAllowlist:
+        """Check the allowlist (errors name ``key`` of ``section``)."""
         prefixes = []
-        for url in section.get_list(key, ()):
+        for url in urls:
             parts = urllib.parse.urlsplit(url)
             if parts.scheme != "https" or not parts.hostname or parts.username or parts.query:
                 raise section.error(key, f"expected https://HOST/PATH prefixes, got {url!r}")
@@ -189,30 +191,61 @@ class CallbackAllowlist:
         raise refused
 
 
+@attrs.frozen
+class AwsStsSettings:
+    """``[plugins.aws-sts]``."""
+
+    region: str = setting("The STS region", "us-east-1")
+    endpoint_url: str | None = setting("Where STS is (moto, a VPC endpoint)", None,
+                                       default_text="the regional endpoint")
+    access_key_id: str | None = setting(
+        "The broker's own AWS key id; without it, boto3's default chain (environment, profile, "
+        "instance role)", None, secret=True)
+    secret_access_key: str | None = setting("The secret of access_key_id", None, secret=True)
+    source_identity: bool = setting("Set SourceIdentity to the caller's name (sanitised like "
+                                    "the session name)", False)
+    session_tags: Mapping[str, str] = setting(
+        "Session tag key -> principal attribute name, e.g. Department = \"department\"", {})
+    cache_size: int = setting("Credentials kept per principal/account/role/duration (0 turns "
+                              "caching off)", 10_000, min=0, max=1_000_000)
+    refresh_before_seconds: int = setting("Refresh cached credentials this long before they "
+                                          "no longer satisfy a caller", 900, min=0, max=3600)
+    max_attempts: int = setting("STS tries per request (backoff with jitter on throttling and "
+                                "5xx)", 4, min=1, max=10)
+    timeout_seconds: int = setting("Connect and read timeout of each STS attempt", 5, min=1,
+                                   max=60)
+    signin_url: str | None = setting("The federation (sign-in) endpoint", None,
+                                     default_text="the account's partition's")
+    console_destination: str | None = setting("The console URL signed in to", None,
+                                              default_text="the account's partition's")
+    callback_urls: tuple[str, ...] = setting(
+        "https URL prefixes a callbackurl may start with to become the console's Issuer "
+        "(anything else is 400)", ())
+
+
 class AwsSts:
     """Issues AWS credentials through STS AssumeRole and makes console sign-in URLs."""
 
+    settings = AwsStsSettings
+
     def __init__(self, section: Section) -> None:
         drop_credential_debug_logs()
-        region = section.get_str("region", "us-east-1")
-        self.endpoint_url = section.get_str("endpoint_url", None)
-        access_key = section.get_secret("access_key_id", None)
-        secret_key = section.get_secret("secret_access_key", None)
+        settings = read(AwsStsSettings, section)
+        region = settings.region
+        self.endpoint_url = settings.endpoint_url
+        access_key, secret_key = settings.access_key_id, settings.secret_access_key
         if (access_key is None) != (secret_key is None):
             raise section.error("access_key_id", "give both access_key_id and "
                                 "secret_access_key, or neither (boto3's default chain)")
-        self.source_identity = section.get_bool("source_identity", False)
-        tags = section.get_table("session_tags")
-        self.session_tags = {key: tags.get_str(key) for key in tags.values}
-        self.cache = CredentialCache(section.get_int("cache_size", 10_000, min=0,
-                                                     max=1_000_000))
-        self.refresh_margin = dt.timedelta(
-            seconds=section.get_int("refresh_before_seconds", 900, min=0, max=3600))
-        self.max_attempts = section.get_int("max_attempts", 4, min=1, max=10)
-        timeout = section.get_int("timeout_seconds", 5, min=1, max=60)
-        self.signin_url = section.get_str("signin_url", None)
-        self.console_destination = section.get_str("console_destination", None)
-        self.callbacks = CallbackAllowlist.from_section(section)
+        self.source_identity = settings.source_identity
+        self.session_tags = dict(settings.session_tags)
+        self.cache = CredentialCache(settings.cache_size)
+        self.refresh_margin = dt.timedelta(seconds=settings.refresh_before_seconds)
+        self.max_attempts = settings.max_attempts
+        timeout = settings.timeout_seconds
+        self.signin_url = settings.signin_url
+        self.console_destination = settings.console_destination
+        self.callbacks = CallbackAllowlist.from_urls(settings.callback_urls, section)
         session = boto3.session.Session(aws_access_key_id=access_key,
                                         aws_secret_access_key=secret_key, region_name=region)
         retrying = botocore.config.Config(

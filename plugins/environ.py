@@ -19,24 +19,43 @@ machines on a trusted network, ``REMOTE_ADDR`` can name them. Settings (``[plugi
 
 from __future__ import annotations
 
+import attrs
+
 from credenza.config import Section
 from credenza.errors import Unauthenticated
 from credenza.markers import hookimpl
 from credenza.models import IdentityRequest, Principal
+from credenza.settings import read, setting
 
 NAME = "environ"
+
+
+@attrs.frozen
+class EnvironSettings:
+    """``[plugins.environ]``."""
+
+    field: str = setting("The WSGI environ key that names the caller", "REMOTE_USER")
+    kind: str = setting("The kind of principal it names", "user", choices=("user", "machine"))
+    allow_header_field: bool = setting(
+        "Allow an HTTP_* field (a request header any client can forge): only behind a proxy "
+        "that strips and sets it", False)
+    defer_to_credentials: bool | None = setting(
+        "Leave requests that present credentials to the plugins that check them", None,
+        default_text="true for REMOTE_ADDR, false otherwise")
 
 
 class EnvironIdentity:
     """Identifies callers by the value of one WSGI environ field."""
 
+    settings = EnvironSettings
+
     def __init__(self, section: Section) -> None:
-        self.field = section.get_str("field", "REMOTE_USER")
-        self.kind = section.get_str("kind", "user", choices=frozenset({"user", "machine"}))
-        allow_header_field = section.get_bool("allow_header_field", False)
-        self.defer_to_credentials = section.get_bool("defer_to_credentials",
-                                                     self.field == "REMOTE_ADDR")
-        if self.field.startswith("HTTP_") and not allow_header_field:
+        settings = read(EnvironSettings, section)
+        self.field, self.kind = settings.field, settings.kind
+        self.defer_to_credentials = (settings.defer_to_credentials
+                                     if settings.defer_to_credentials is not None
+                                     else self.field == "REMOTE_ADDR")
+        if self.field.startswith("HTTP_") and not settings.allow_header_field:
             raise section.error("field", f"{self.field} is a request header any client can set; "
                                 "set allow_header_field = true only behind a proxy that sets it")
 

@@ -49,6 +49,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -75,6 +76,7 @@ from credenza.models import (
     utcnow,
 )
 from credenza.secrets import key_file, new_token_id
+from credenza.settings import read, setting
 
 NAME = "jwt"
 MAX_TOKEN_BYTES = 8192
@@ -99,49 +101,93 @@ class Provider:
     identity: bool = False
 
     @classmethod
-    def from_section(cls, identifier: str, section: Section, default_issuer: str) -> Provider:
-        """Read ``[plugins.jwt.providers.NAME]``."""
-        max_lifetime = section.get_int("max_lifetime_seconds", 86400, min=60, max=366 * 86400)
+    def from_settings(cls, identifier: str, settings: ProviderSettings, default_issuer: str,
+                      section: Section) -> Provider:
+        """A provider from its declared settings (``section``, its table, names errors)."""
+        max_lifetime = settings.max_lifetime_seconds
+        default_lifetime = settings.default_lifetime_seconds or min(3600, max_lifetime)
+        if default_lifetime > max_lifetime:
+            raise section.error("default_lifetime_seconds", f"expected an integer from 60 to "
+                                f"{max_lifetime} (max_lifetime_seconds), got {default_lifetime}")
         provider = cls(
             identifier=identifier,
-            issuers=section.get_list("issuers", (default_issuer,)),
-            audiences=frozenset(section.get_list("audiences", ())),
-            default_lifetime=section.get_int("default_lifetime_seconds", min(3600, max_lifetime),
-                                             min=60, max=max_lifetime),
+            issuers=settings.issuers or (default_issuer,),
+            audiences=frozenset(settings.audiences),
+            default_lifetime=default_lifetime,
             max_lifetime=max_lifetime,
-            algorithm=section.get_str("algorithm", "ES256", choices=frozenset(ALGORITHMS)),
-            identity=section.get_bool("identity", False),
+            algorithm=settings.algorithm,
+            identity=settings.identity,
         )
         if provider.identity and not provider.audiences:
             raise section.error("identity", "an identity provider needs an audiences allowlist: "
                                 "its tokens identify their subject on this broker")
-        section.check_unknown()
         return provider
+
+
+@attrs.frozen
+class ProviderSettings:
+    """``[plugins.jwt.providers.NAME]``: one credential provider."""
+
+    issuers: tuple[str, ...] = setting("The issuers its tokens may name; the first is the "
+                                       "default", (), default_text="[issuer]")
+    audiences: tuple[str, ...] = setting("The audiences allowed (empty: any not reserved)", ())
+    max_lifetime_seconds: int = setting("The longest lifetime a token may ask for", 86400,
+                                        min=60, max=366 * 86400)
+    default_lifetime_seconds: int | None = setting(
+        "The lifetime of a token that asks for none", None, min=60, max=366 * 86400,
+        default_text="3600, or max_lifetime_seconds when smaller")
+    algorithm: str = setting("The signature algorithm", "ES256", choices=ALGORITHMS)
+    identity: bool = setting("Its tokens identify their subject on this broker's API (needs "
+                             "an audiences allowlist)", False)
+
+
+@attrs.frozen
+class JwtSettings:
+    """``[plugins.jwt]``."""
+
+    issuer: str = setting("This broker's issuer URL (access tokens; providers' default)",
+                          "urn:credenza:broker")
+    key_dir: Path | None = setting("Where signing keys are kept; replicas share it", None,
+                                   default_text="DATA_DIR/jwt-keys")
+    short_token_key: str | None = setting("The HMAC key of derived short tokens; replicas "
+                                          "share it", None, secret=True,
+                                          default_text="a key file in the data directory")
+    api_audiences: tuple[str, ...] = setting(
+        "Audiences of the access tokens /oauth2/token issues, accepted as bearer identity",
+        ("urn:cloud:idaas:pam",))
+    access_token_lifetime_seconds: int = setting("Lifetime of access tokens", 3600, min=60,
+                                                 max=86400)
+    reserved_audience_prefixes: tuple[str, ...] = setting(
+        "Audiences providers may never issue for", ("urn:cloud:idaas",))
+    clock_skew_seconds: int = setting("Leeway when checking exp and nbf", 30, min=0, max=300)
+    trusted_issuers: Mapping[str, str] = setting(
+        "External OIDC issuers whose tokens may be exchanged (RFC 8693): issuer URL -> JWKS "
+        "URL", {})
+    providers: Mapping[str, ProviderSettings] = setting("Credential providers by name", {})
 
 
 class JwtIssuer:
     """Signs and verifies this broker's JWTs; derives and checks short tokens."""
 
+    settings = JwtSettings
+
     def __init__(self, section: Section) -> None:
-        self.issuer = section.get_str("issuer", "urn:credenza:broker")
-        key_dir = section.get_path("key_dir", None) or section.data_dir / "jwt-keys"
-        configured = section.get_secret("short_token_key", None)
+        settings = read(JwtSettings, section)
+        self.issuer = settings.issuer
+        key_dir = settings.key_dir or section.data_dir / "jwt-keys"
+        configured = settings.short_token_key
         self._short_key_file = section.data_dir / "short-token.key"
         self._short_key: bytes | None = configured.encode() if configured else None
-        self.api_audiences = frozenset(section.get_list("api_audiences",
-                                                        ("urn:cloud:idaas:pam",)))
-        self.access_lifetime = section.get_int("access_token_lifetime_seconds", 3600, min=60,
-                                               max=86400)
-        self.reserved = section.get_list("reserved_audience_prefixes", ("urn:cloud:idaas",))
-        self.leeway = section.get_int("clock_skew_seconds", 30, min=0, max=300)
-        trusted = section.get_table("trusted_issuers")
-        self.trusted = {issuer: jwt.PyJWKClient(trusted.get_str(issuer), cache_keys=True,
-                                                lifespan=600, timeout=5)
-                        for issuer in trusted.values}
-        providers = section.get_table("providers")
+        self.api_audiences = frozenset(settings.api_audiences)
+        self.access_lifetime = settings.access_token_lifetime_seconds
+        self.reserved = settings.reserved_audience_prefixes
+        self.leeway = settings.clock_skew_seconds
+        self.trusted = {issuer: jwt.PyJWKClient(url, cache_keys=True, lifespan=600, timeout=5)
+                        for issuer, url in settings.trusted_issuers.items()}
+        providers = section.get_table("providers")  # names the errors below
         self.providers = {
-            name: Provider.from_section(name, providers.get_table(name), self.issuer)
-            for name in providers.values
+            name: Provider.from_settings(name, provider, self.issuer, providers.get_table(name))
+            for name, provider in settings.providers.items()
         }
         # audience -> the identity provider it belongs to
         self.identity_audiences = {audience: name for name, provider in self.providers.items()

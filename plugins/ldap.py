@@ -42,8 +42,11 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
+
+import attrs
 
 from credenza.config import Section
 from credenza.errors import Unauthenticated, Unavailable
@@ -52,6 +55,7 @@ from credenza.health import HealthProbe
 from credenza.markers import hookimpl
 from credenza.models import Grant, Health, IdentityRequest, Principal
 from credenza.secrets import VerifiedCache
+from credenza.settings import read, setting
 
 try:
     import ldap3
@@ -143,29 +147,66 @@ class ConnectionPool:
                 conn.unbind()
 
 
+@attrs.frozen
+class LdapSettings:
+    """``[plugins.ldap]``."""
+
+    url: str = setting("The directory: ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
+    start_tls: bool = setting("StartTLS on an ldap:// URL", False)
+    ca_file: Path | None = setting("The CA certificates (PEM) that sign the directory's", None,
+                                   default_text="the system's")
+    tls_verify: bool = setting("Verify the directory's certificate", True)
+    bind_dn: str | None = setting("The service account that searches (with bind_password)",
+                                  None, default_text="anonymous searches")
+    bind_password: str | None = setting("The service account's password", None, secret=True)
+    user_dn_template: str | None = setting(
+        "A user's DN, e.g. uid={user},ou=people,dc=example,dc=com: bind without searching",
+        None)
+    user_base: str | None = setting("Where to search for users (with user_filter)", None)
+    user_filter: str = setting("The user search filter; {user} is the escaped name",
+                               "(uid={user})")
+    group_base: str | None = setting("Where to search for groups", None)
+    group_kinds: tuple[str, ...] = setting(
+        f"How membership is recorded: {', '.join(GROUP_KINDS)}", tuple(GROUP_KINDS))
+    group_name_attribute: str = setting("The attribute that names a group", "cn")
+    nested_groups: bool = setting("Follow groups that are members of groups", False)
+    authoritative: bool = setting("A wrong password here is final (401), not a fall-through",
+                                  True)
+    group_patterns: tuple[str, ...] = setting(
+        "Regular expressions with named groups account and role, applied to group names", ())
+    group_grants: Mapping[str, tuple[str, ...]] = setting(
+        "Group name -> ACCOUNT/ROLE grants", {})
+    cache_ttl_seconds: int = setting("How long groups and successful binds are cached (0: "
+                                     "never)", 60, min=0, max=3600)
+    timeout_seconds: int = setting("Connect and operation timeout", 5, min=1, max=60)
+    pool_size: int = setting("Pooled service connections", 4, min=1, max=64)
+
+
 class LdapDirectory:
     """Users and groups from an LDAP directory."""
 
+    settings = LdapSettings
+
     def __init__(self, section: Section) -> None:
-        self.url = section.get_str("url")
+        settings = read(LdapSettings, section)
+        self.url = settings.url
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
             raise section.error("url", f"expected ldap://HOST[:PORT] or ldaps://HOST[:PORT], "
                                 f"got {self.url!r}")
         ldaps = parts.scheme == "ldaps"
-        self.start_tls = section.get_bool("start_tls", False)
+        self.start_tls = settings.start_tls
         if ldaps and self.start_tls:
             raise section.error("start_tls", "StartTLS is for ldap:// URLs; ldaps:// is TLS "
                                 "already")
-        ca_file = section.get_path("ca_file", None)
-        verify = section.get_bool("tls_verify", True)
-        self.bind_dn = section.get_str("bind_dn", None)
-        self._bind_password = section.get_secret("bind_password", None)
+        ca_file, verify = settings.ca_file, settings.tls_verify
+        self.bind_dn = settings.bind_dn
+        self._bind_password = settings.bind_password
         if (self.bind_dn is None) != (self._bind_password is None):
             raise section.error("bind_dn", "give both bind_dn and bind_password, or neither")
-        self.user_dn_template = section.get_str("user_dn_template", None)
-        self.user_base = section.get_str("user_base", None)
-        self.user_filter = section.get_str("user_filter", "(uid={user})")
+        self.user_dn_template = settings.user_dn_template
+        self.user_base = settings.user_base
+        self.user_filter = settings.user_filter
         if self.user_dn_template is None and self.user_base is None:
             raise section.error("user_base", "give user_base (to search for users) or "
                                 "user_dn_template (to bind without searching)")
@@ -173,8 +214,8 @@ class LdapDirectory:
             raise section.error("user_dn_template", "must contain {user}")
         if "{user}" not in self.user_filter:
             raise section.error("user_filter", "must contain {user}")
-        self.group_base = section.get_str("group_base", None)
-        self.group_kinds = section.get_list("group_kinds", tuple(GROUP_KINDS))
+        self.group_base = settings.group_base
+        self.group_kinds = settings.group_kinds
         unknown = sorted(set(self.group_kinds) - GROUP_KINDS.keys())
         if unknown:
             raise section.error("group_kinds", f"unknown kind {unknown[0]!r} (known: "
@@ -182,13 +223,14 @@ class LdapDirectory:
         searched = [kind for kind in self.group_kinds if kind != "memberOf"]
         if searched and self.group_base is None:
             raise section.error("group_base", f"is required for group kinds {searched}")
-        self.group_name_attribute = section.get_str("group_name_attribute", "cn")
-        self.nested = section.get_bool("nested_groups", False)
-        self.authoritative = section.get_bool("authoritative", True)
-        self.grant_map = GroupGrantMap.from_section(section)
-        ttl = section.get_int("cache_ttl_seconds", 60, min=0, max=3600)
-        self.timeout = section.get_int("timeout_seconds", 5, min=1, max=60)
-        pool_size = section.get_int("pool_size", 4, min=1, max=64)
+        self.group_name_attribute = settings.group_name_attribute
+        self.nested = settings.nested_groups
+        self.authoritative = settings.authoritative
+        self.grant_map = GroupGrantMap.build(settings.group_patterns, settings.group_grants,
+                                             section)
+        ttl = settings.cache_ttl_seconds
+        self.timeout = settings.timeout_seconds
+        pool_size = settings.pool_size
 
         tls = None
         if ldaps or self.start_tls:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections.abc import Mapping
 
 import attrs
 import click
@@ -33,6 +34,7 @@ from credenza.config import Section
 from credenza.errors import ConfigError, Unavailable
 from credenza.markers import hookimpl
 from credenza.models import UpstreamToken, utcnow
+from credenza.settings import read, setting
 
 
 @attrs.frozen
@@ -47,39 +49,60 @@ class UpstreamProvider:
     auth_method: str
 
     @classmethod
-    def from_section(cls, name: str, section: Section) -> UpstreamProvider:
-        provider = cls(
-            name=name,
-            token_url=section.get_str("token_url"),
-            client_id=section.get_str("client_id"),
-            client_secret=section.get_secret("client_secret"),
-            scope=section.get_str("scope", None),
-            auth_method=section.get_str("auth_method", "client_secret_basic", choices=frozenset(
-                {"client_secret_basic", "client_secret_post"})),
-        )
-        if not provider.token_url.startswith(("https://", "http://127.", "http://localhost")):
+    def from_settings(cls, name: str, settings: UpstreamSettings,
+                      section: Section) -> UpstreamProvider:
+        """A provider from its declared settings (``section``, its table, names errors)."""
+        if not settings.token_url.startswith(("https://", "http://127.", "http://localhost")):
             raise section.error("token_url", "must be https (plain http only to loopback)")
-        section.check_unknown()
-        return provider
+        return cls(name, settings.token_url, settings.client_id, settings.client_secret,
+                   settings.scope, settings.auth_method)
+
+
+@attrs.frozen
+class UpstreamSettings:
+    """``[plugins.oauth-upstream.providers.NAME]``: one upstream token endpoint."""
+
+    token_url: str = setting("The upstream token endpoint (https; http only to loopback)")
+    client_id: str = setting("This broker's client id there")
+    client_secret: str = setting("This broker's client secret there", secret=True)
+    scope: str | None = setting("The scope asked for when a caller names none", None)
+    auth_method: str = setting("How this broker authenticates there", "client_secret_basic",
+                               choices=("client_secret_basic", "client_secret_post"))
+
+
+@attrs.frozen
+class OAuthUpstreamSettings:
+    """``[plugins.oauth-upstream]``."""
+
+    encryption_key: str | None = setting(
+        "The Fernet key of the managed API keys (credenza upstream new-key)", None, secret=True)
+    refresh_before_seconds: int = setting("Fetch a new upstream token this long before the "
+                                          "cached one expires", 60, min=0, max=3600)
+    providers: Mapping[str, UpstreamSettings] = setting("Upstream OAuth providers by name", {})
+    api_keys: Mapping[str, str] = setting(
+        "Managed API keys: identifier -> ciphertext (credenza upstream encrypt)", {})
 
 
 class OAuthUpstream:
     """Fetches and caches upstream tokens; decrypts managed API keys."""
 
+    settings = OAuthUpstreamSettings
+
     def __init__(self, section: Section) -> None:
-        key = section.get_secret("encryption_key", None)
+        settings = read(OAuthUpstreamSettings, section)
+        key = settings.encryption_key
         try:
             self.fernet = Fernet(key.encode()) if key else None
         except ValueError:
             raise section.error("encryption_key", "not a Fernet key (credenza upstream "
                                 "new-key makes one)") from None
-        self.refresh_before = dt.timedelta(
-            seconds=section.get_int("refresh_before_seconds", 60, min=0, max=3600))
-        providers = section.get_table("providers")
-        self.providers = {name: UpstreamProvider.from_section(name, providers.get_table(name))
-                          for name in providers.values}
+        self.refresh_before = dt.timedelta(seconds=settings.refresh_before_seconds)
+        providers = section.get_table("providers")  # names the errors below
+        self.providers = {name: UpstreamProvider.from_settings(name, provider,
+                                                               providers.get_table(name))
+                          for name, provider in settings.providers.items()}
         keys = section.get_table("api_keys")
-        self.api_keys = {identifier: keys.get_str(identifier) for identifier in keys.values}
+        self.api_keys = dict(settings.api_keys)
         if self.api_keys and self.fernet is None:
             raise section.error("api_keys", "managed API keys need encryption_key")
         for identifier, ciphertext in self.api_keys.items():

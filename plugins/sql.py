@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import attrs
 import click
 
 from credenza.config import Config, Section
@@ -39,6 +40,7 @@ from credenza.models import (
     utcnow,
 )
 from credenza.secrets import private_directory
+from credenza.settings import read, setting
 
 try:
     import sqlalchemy as sa
@@ -109,16 +111,29 @@ def _record(row: Any) -> TokenRecord:
     )
 
 
+@attrs.frozen
+class SqlSettings:
+    """``[plugins.sql]``."""
+
+    url: str | None = setting(
+        "A SQLAlchemy URL (postgresql+psycopg://... for replicas; it usually holds a password)",
+        None, secret=True, default_text="sqlite:///DATA_DIR/tokens.sqlite3")
+    purge_after_days: int = setting("Delete records that expired longer ago than this (0: keep "
+                                    "them forever)", 30, min=0, max=3650)
+
+
 class SqlTokenStore:
     """The token store, and the plugin that provides it."""
 
+    settings = SqlSettings
+
     def __init__(self, section: Section) -> None:
-        url = section.get_secret("url", None)
+        settings = read(SqlSettings, section)
+        url = settings.url
         if url is None:
             private_directory(section.data_dir)
             url = f"sqlite:///{section.data_dir / 'tokens.sqlite3'}"
-        self.purge_after = dt.timedelta(days=section.get_int("purge_after_days", 30, min=0,
-                                                             max=3650))
+        self.purge_after = dt.timedelta(days=settings.purge_after_days)
         try:
             self.engine = _engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
 
 from credenza.config import Section
 from credenza.errors import ConfigError, Unauthenticated
-from credenza.grantmap import GroupGrantMap, parse_pair, patterns_from
+from credenza.grantmap import GroupGrantMap, compile_patterns, parse_pair
 from credenza.markers import hookimpl
 from credenza.models import PRINCIPAL_KINDS, Account, Grant, IdentityRequest, Principal
 from credenza.opaque import kind_of
@@ -66,6 +67,7 @@ from credenza.secrets import (
     split_api_key,
     verify_password,
 )
+from credenza.settings import read, setting
 from credenza.yamltree import load_tree, merge
 
 NAME = "static"
@@ -96,19 +98,40 @@ class Directory:
     accounts: tuple[Account, ...]
 
 
+@attrs.frozen
+class StaticSettings:
+    """``[plugins.static]``."""
+
+    files: tuple[str, ...] = setting(
+        "YAML files or directories of *.yaml (merged in lexical order): users, oauth_clients, "
+        "api_keys, groups, accounts", ())
+    afp_accounts: Path | None = setting(
+        "afp-core's ACCOUNT_CONFIG_PATH (a file or directory): alias -> {id}", None)
+    group_patterns: tuple[str, ...] = setting(
+        "afp-core's provider.regex: regular expressions with named groups account and role, "
+        "applied to every group name of a principal", ())
+
+
 class StaticDirectory:
     """Identity, groups, grants and accounts from YAML files."""
 
+    settings = StaticSettings
+
     def __init__(self, section: Section) -> None:
-        files = section.get_list("files", ())
-        afp_accounts = section.get_path("afp_accounts", None)
-        patterns = patterns_from(section)
+        settings = read(StaticSettings, section)
+        files, afp_accounts = settings.files, settings.afp_accounts
+        patterns = compile_patterns(settings.group_patterns, section)
         data: dict[str, Any] = {}
         for name in files:
-            merge(data, load_tree(section.base_dir / name))
+            path = section.base_dir / name
+            if not path.exists():  # name the setting that points there, not only the path
+                raise section.error("files", f"{path}: no such file or directory")
+            merge(data, load_tree(path))
         source = ", ".join(str(section.base_dir / name) for name in files) or section.source
         self.directory = parse_directory(data, source, patterns)
         if afp_accounts is not None:
+            if not afp_accounts.exists():
+                raise section.error("afp_accounts", f"{afp_accounts}: no such file or directory")
             legacy = afp_account_catalogue(load_tree(afp_accounts), str(afp_accounts))
             self.directory = attrs.evolve(self.directory,
                                           accounts=self.directory.accounts + legacy)

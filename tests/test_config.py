@@ -106,6 +106,8 @@ def test_secret_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("CREDENZA_TEST_SECRET", "from-env")
     monkeypatch.delenv("CREDENZA_TEST_MISSING", raising=False)
     config = Config.from_file(write(tmp_path, """
+        [credenza]
+        plugins = ["x"]
         [plugins.x]
         a = "env:CREDENZA_TEST_SECRET"
         b = "file:pw"
@@ -161,3 +163,23 @@ def test_example_aws_configuration_checks() -> None:
     result = run_cli("config", "check", str(example))
     assert result.returncode == 0, result.stderr
     assert "OK (plugins: static, aws-sts;" in result.stdout
+
+
+def test_a_table_for_a_plugin_that_is_not_enabled_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "[credenza]\nplugins = ['environ']\n[plugins.enviorn]\nfield = 'x'\n")
+    checked = subprocess.run([sys.executable, "-m", "credenza", "config", "check", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 1
+    assert (f"{path}: [plugins.enviorn]: no enabled plugin is called 'enviorn' (enabled: "
+            "environ); enable it in [credenza] plugins, or remove the table") in checked.stderr
+
+
+def test_a_shell_can_override_a_hyphenated_plugin(tmp_path: Path) -> None:
+    path = write(tmp_path, "[credenza]\nplugins = ['aws-sts']\n")
+    config = Config.from_file(path, {"CREDENZA__PLUGINS__AWS_STS__REGION": "eu-west-1",
+                                     "CREDENZA__API__IDAAS_PAM__INSTANCE_ID": "acme"})
+    assert config.plugin_tables == {"aws-sts": {"region": "eu-west-1"}}
+    assert config.api_tables == {"idaas-pam": {"instance_id": "acme"}}
+    underscored = write(tmp_path, "[credenza]\nplugins = ['org_sso']\n", "other.toml")
+    config = Config.from_file(underscored, {"CREDENZA__PLUGINS__ORG_SSO__URL": "x"})
+    assert config.plugin_tables == {"org_sso": {"url": "x"}}

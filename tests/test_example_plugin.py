@@ -45,7 +45,11 @@ def test_installed_plugin_is_discovered_with_its_distribution(acme_site: Path) -
     assert acme == {"name": "acme", "target": "acme_credenza:AcmeBadges",
                     "distribution": "acme-credenza", "version": "1.0.0", "enabled": True,
                     "hooks": ["credenza_commands", "credenza_grants", "credenza_identify"],
-                    "error": None}
+                    "error": None, "settings": True}
+    reference = cli(acme_site, "config", "reference", "acme")
+    assert reference.returncode == 0, reference.stderr
+    assert "| `badge_secret` | secret | required | The HMAC-SHA256 key badges are signed " \
+           "with |" in reference.stdout
 
 
 def test_a_request_is_answered_through_the_plugin(acme_site: Path, tmp_path: Path) -> None:

@@ -57,8 +57,10 @@ def test_plugins_command_lists_installed_and_enabled(plugin_dist: PluginDist,
     listed = {item["name"]: item for item in json.loads(result.stdout)}
     assert listed["org"] == {"name": "org", "target": "org_plugin", "distribution": "orgplug",
                              "version": "1.0", "enabled": True,
-                             "hooks": ["credenza_identify"], "error": None}
+                             "hooks": ["credenza_identify"], "error": None,
+                             "settings": False}  # a module: no declared settings
     assert listed["environ"]["enabled"] is False
+    assert listed["environ"]["settings"] is True
 
 
 def test_only_enabled_plugins_load_in_config_order(plugin_dist: PluginDist) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,18 @@ def test_a_bad_configuration_stops_serve_before_it_listens(tmp_path: Path) -> No
         f"credenza: configuration error: {config}: [plugins.environ] field: expected a non-empty "
         "string, got an integer 3"
     )
+
+
+def test_a_busy_port_is_named_at_once_and_nothing_claims_to_serve(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = subprocess.run([sys.executable, "-m", "credenza", "serve", "--bind",
+                                  f"127.0.0.1:{port}"], capture_output=True, text=True,
+                                 timeout=60, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert (f"cannot listen on 127.0.0.1:{port}: Address already in use (another server "
+            "listens there?)") in refused.stderr
+    assert "serving" not in refused.stderr
+    assert "Can't connect" not in refused.stderr  # refused before gunicorn's retries

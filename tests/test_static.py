@@ -252,3 +252,12 @@ def test_hash_commands(tmp_path: Path) -> None:
                                                      "plugins": {"static": {"files": [
                                                          str(tmp_path / "keys.yaml")]}}}))
     assert broker.identify(IdentityRequest(api_key=key)).name == "deploy-bot"
+
+
+def test_a_missing_file_names_the_setting_that_points_at_it(tmp_path: Path) -> None:
+    config = tmp_path / "credenza.toml"
+    config.write_text("[credenza]\nplugins = ['static']\n[plugins.static]\nfiles = ['nope.yaml']\n")
+    with pytest.raises(ConfigError) as info:
+        Broker.from_config(config)
+    assert str(info.value) == (f"{config}: [plugins.static] files: {tmp_path / 'nope.yaml'}: "
+                               "no such file or directory")

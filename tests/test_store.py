@@ -20,8 +20,8 @@ from tests.pg_fixtures import Postgres
 
 
 def make_store(url: str | None, data_dir: Path) -> SqlTokenStore:
-    table = {"credenza": {"data_dir": str(data_dir)}, "plugins": {"sql": {"url": url} if url
-                                                                   else {}}}
+    table = {"credenza": {"data_dir": str(data_dir), "plugins": ["sql"]},
+             "plugins": {"sql": {"url": url} if url else {}}}
     config = Config.from_mapping(table)
     store = SqlTokenStore(config.section("sql"))
     store.credenza_token_store(config)

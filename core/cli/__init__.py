@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import attrs
 import click
 
+from credenza.cli.reference import reference_command, schema_command
 from credenza.client.errors import AuthError, BrokerError
 from credenza.config import CONFIG_ENV, Config
 from credenza.errors import ConfigError, CredenzaError
@@ -95,7 +96,10 @@ def plugins(state: CliState, as_json: bool) -> None:
         enabled = ()
     infos = installed_plugins(enabled)
     if as_json:
-        click.echo(json.dumps([attrs.asdict(info) for info in infos], indent=2))
+        click.echo(json.dumps([{**attrs.asdict(info, filter=lambda field, _: field.name
+                                               != "settings"),
+                                "settings": info.settings is not None} for info in infos],
+                              indent=2))
         return
     for info in infos:
         click.echo(_plugin_line(info))
@@ -126,6 +130,8 @@ def config_check(file: str) -> None:
     click.echo(f"{loaded.source}: OK (plugins: {names}; data directory: {loaded.data_dir})")
 
 
+config.add_command(reference_command)
+config.add_command(schema_command)
 CORE_COMMANDS = frozenset(cli.commands) | LAZY_COMMANDS.keys()
 
 

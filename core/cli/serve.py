@@ -7,7 +7,9 @@ shared between processes. SIGTERM stops gracefully: workers finish the requests 
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,12 @@ class CredenzaServer(BaseApplication):
         self.config = config
         super().__init__()
 
+    def when_ready(self, _arbiter: Any) -> None:
+        """Say where it serves once the socket listens (not before: the bind may fail)."""
+        scheme = "https" if self.config.server.tls else "http"
+        click.echo(f"credenza: serving {self.config.source} on {scheme}://"
+                   f"{self.config.server.bind}", err=True)
+
     def load_config(self) -> None:
         server = self.config.server
         settings: dict[str, Any] = {
@@ -47,6 +55,7 @@ class CredenzaServer(BaseApplication):
             "accesslog": "-" if server.access_log else None,
             "access_log_format": ACCESS_LOG_FORMAT,
             "limit_request_line": 8190,
+            "when_ready": self.when_ready,
         }
         if server.tls:
             settings.update(certfile=str(server.certfile), keyfile=str(server.keyfile))
@@ -82,6 +91,25 @@ def serve(state: CliState, bind: str | None, workers: int | None, certfile: Path
                         format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     config.ensure_data_dir()
     make_app(Broker.from_config(config)).broker.close()  # fail fast, in the master
-    scheme = "https" if server.tls else "http"
-    click.echo(f"credenza: serving {config.source} on {scheme}://{server.bind}", err=True)
+    check_bind(server.bind)
     CredenzaServer(config).run()
+
+
+def check_bind(bind: str) -> None:
+    """Refuse at once, and say why, when ``bind`` cannot be listened on (gunicorn would retry
+    for seconds and then say only "Can't connect")."""
+    if bind.startswith(("unix:", "fd://")):
+        return
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - what gunicorn makes of ":PORT"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+            probe.bind(address)
+    except (OSError, ValueError, IndexError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        hint = " (another server listens there?)" if getattr(exc, "errno", None) == \
+            errno.EADDRINUSE else ""
+        raise click.ClickException(f"cannot listen on {bind}: {reason}{hint}") from None

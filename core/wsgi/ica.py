@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response
 from credenza.config import Section
 from credenza.errors import BadRequest, Forbidden, Unauthenticated
 from credenza.models import ORIGIN_CLAIM, IdentityRequest, Principal, TokenSpec
+from credenza.settings import read, setting
 from credenza.wsgi.routes import Family, Name, Reply, RequestContext, Route, json_response
 
 # The principal attribute listing a user's tenants (a string or a list), e.g. from the static
@@ -31,18 +32,14 @@ FROM_API_KEY, FROM_BASIC, FROM_BEARER = "api-key", "basic", "bearer"
 class IcaSettings:
     """``[api.ica]``: where the tokens of this API come from."""
 
-    #: the credential provider (a ``[plugins.jwt.providers.NAME]``) that signs the tokens
-    token_provider: str = "ica"  # noqa: S105 - a provider name
-    #: the audience of the tokens
-    audience: str = "ica"
+    token_provider: str = setting(
+        "The credential provider ([plugins.jwt.providers.NAME]) that signs the tokens", "ica")
+    audience: str = setting("The audience of the tokens", "ica")
 
     @classmethod
     def from_section(cls, section: Section) -> IcaSettings:
         """Read ``[api.ica]``."""
-        settings = cls(section.get_str("token_provider", "ica"),
-                       section.get_str("audience", "ica"))
-        section.check_unknown()
-        return settings
+        return read(cls, section)
 
 
 ICA = Family("ica", "Illumina ICA compatible token API (libica TokenApi).", prefixes=("/ica/",),

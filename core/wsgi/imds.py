@@ -27,6 +27,7 @@ from credenza.config import Section
 from credenza.errors import Forbidden, NotFound, Unauthenticated
 from credenza.models import Account, AwsCredentials, AwsOptions, Principal, aws_timestamp
 from credenza.secrets import key_file
+from credenza.settings import read, setting
 from credenza.wsgi.routes import (
     TEXT,
     Family,
@@ -41,21 +42,17 @@ from credenza.wsgi.routes import (
 class AwsSdkSettings:
     """``[api.aws-sdk]``: the instance metadata endpoints."""
 
+    imds_token_key: str | None = setting(
+        "The key that signs IMDSv2 session tokens; replicas behind one address share it", None,
+        secret=True, default_text="a key file made in the data directory on first use")
+    imds_v1: bool = setting("Answer IMDSv1 (metadata requests without a session token)", False)
     #: where the session token key is kept when none is configured
-    data_dir: Path
-    #: the key that signs IMDSv2 session tokens (``env:``/``file:``); replicas behind one address
-    #: share it. Default: a key file made in the data directory on first use.
-    imds_token_key: str | None = attrs.field(default=None, repr=False)
-    #: whether IMDSv1 (requests without a session token) is answered
-    imds_v1: bool = False
+    data_dir: Path = attrs.field(default=Path(), kw_only=True)
 
     @classmethod
     def from_section(cls, section: Section) -> AwsSdkSettings:
         """Read ``[api.aws-sdk]``."""
-        settings = cls(section.data_dir, section.get_secret("imds_token_key", None),
-                       section.get_bool("imds_v1", False))
-        section.check_unknown()
-        return settings
+        return attrs.evolve(read(cls, section), data_dir=section.data_dir)
 
     def token_key(self) -> bytes:
         """The key that signs session tokens."""

@@ -21,6 +21,7 @@ from werkzeug.wrappers import Response
 from credenza.config import Section
 from credenza.errors import BadRequest, CredenzaError, NotFound
 from credenza.models import RESERVED_CLAIMS, IssuedToken, TokenQuery, TokenRecord, TokenSpec
+from credenza.settings import read, setting
 from credenza.wsgi.routes import (
     Empty,
     Family,
@@ -42,15 +43,13 @@ MAX_EXPIRATION = 366 * 86400
 class PamSettings:
     """``[api.idaas-pam]``."""
 
-    #: the instance id in the API's paths (``/v2/{instanceId}/...``) and in token metadata
-    instance_id: str = "credenza"
+    instance_id: str = setting("The instance id in the API's paths (/v2/{instanceId}/...) and "
+                               "in token metadata", "credenza")
 
     @classmethod
     def from_section(cls, section: Section) -> PamSettings:
         """Read ``[api.idaas-pam]``."""
-        settings = cls(section.get_str("instance_id", "credenza"))
-        section.check_unknown()
-        return settings
+        return read(cls, section)
 
 
 class PamError(msgspec.Struct):

@@ -17,27 +17,40 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 
+import attrs
 import click
 
 from credenza import hookimpl
 from credenza.config import Section
 from credenza.errors import Unauthenticated
 from credenza.models import Grant, IdentityRequest, Principal
+from credenza.settings import read, setting
+
+
+@attrs.frozen
+class AcmeSettings:
+    """``[plugins.acme]``: declared once; `credenza config reference acme` shows them."""
+
+    badge_secret: str = setting("The HMAC-SHA256 key badges are signed with", secret=True)
+    teams: Mapping[str, tuple[str, ...]] = setting("Team -> its ACCOUNT/ROLE grants", {})
 
 
 class AcmeBadges:
     """An identity source (badges) and a grant source (team -> account/role pairs)."""
 
+    settings = AcmeSettings
+
     def __init__(self, section: Section) -> None:
-        self.secret = section.get_secret("badge_secret").encode()
-        teams = section.get_table("teams")
-        self.teams = {team: teams.get_list(team) for team in teams.values}
+        settings = read(AcmeSettings, section)
+        self.secret = settings.badge_secret.encode()
+        self.teams = dict(settings.teams)
         for team, pairs in self.teams.items():
             for pair in pairs:
                 if pair.count("/") != 1:
-                    raise teams.error(team, f"expected ACCOUNT/ROLE entries, got {pair!r}")
-        teams.check_unknown()
+                    raise section.error(f"teams.{team}",
+                                        f"expected ACCOUNT/ROLE entries, got {pair!r}")
 
     def sign(self, user: str, team: str) -> str:
         """The badge for ``user`` in ``team``."""
