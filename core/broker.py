@@ -193,15 +193,21 @@ class Broker:
     def aws_roles(self, principal: Principal) -> dict[str, list[str]]:
         """Account name -> the roles ``principal`` may assume there, sorted.
 
-        Only accounts in the catalogue, and only named roles: a wildcard grant permits any role
-        but names none to list.
+        Only accounts in the catalogue. A grant naming a role lists it; a wildcard role lists
+        the roles its account declares (``Account.roles``); a wildcard account, every account
+        of the catalogue.
         """
         catalogue = self.accounts()
         roles: dict[str, set[str]] = {}
         for grant in self.grants(principal):
-            if grant.kind == GrantKind.AWS and grant.target in catalogue \
-                    and grant.role != WILDCARD:
-                roles.setdefault(grant.target, set()).add(grant.role or "")
+            if grant.kind != GrantKind.AWS:
+                continue
+            targets = catalogue.values() if grant.target == WILDCARD else \
+                [catalogue[grant.target]] if grant.target in catalogue else []
+            for account in targets:
+                named = account.roles if grant.role == WILDCARD else (grant.role or "",)
+                if named:
+                    roles.setdefault(account.name, set()).update(named)
         return {account: sorted(names) for account, names in sorted(roles.items())}
 
     # -- issuing ------------------------------------------------------------------------------
@@ -212,12 +218,16 @@ class Broker:
         """Temporary AWS credentials for ``role`` in ``account_name``, if a grant permits them.
 
         :raises NotFound: unknown account. :raises Forbidden: no grant.
-        :raises NotConfigured: no enabled plugin issues AWS credentials.
+        :raises BadRequest: a callback URL that is not allowed (checked before anything is
+            issued). :raises NotConfigured: no enabled plugin issues AWS credentials.
         """
         if not valid_role_name(role):
             raise BadRequest(f"{role!r} is not a valid IAM role name ({ROLE_NAME.pattern})")
         account = self.account(account_name)
         grant = self.authorize(principal, GrantKind.AWS, account.name, role)
+        if options.callback_url is not None and self._hook.credenza_console_callback(
+                url=options.callback_url) is None:  # a bad one is refused before any issuing
+            raise BadRequest("no enabled plugin allows console callback URLs")
         # The grant may be a wildcard: the role asked for is the one to issue.
         grant = Grant.aws(account.name, role, via=grant.via)
         credentials = self._hook.credenza_issue_aws(

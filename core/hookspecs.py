@@ -181,6 +181,28 @@ def credenza_issue_aws(
 
 
 @hookspec(firstresult=True)
+def credenza_console_callback(url: str) -> str | None:
+    """Check a console callback URL before anything is issued for the request naming it.
+
+    The callback becomes the sign-in page's Issuer: where the console's sign-out leads.
+
+    :param url: the ``callbackurl`` the caller asked for.
+    :returns: the URL to use (normalised), or ``None`` when this plugin makes no console URLs.
+    :raises credenza.errors.BadRequest: when the URL is not an allowed callback (an unchecked
+        Issuer is an open redirect). The broker refuses the request then, before any credential
+        is issued, and also when no plugin answers.
+
+    Stops at the first non-None result. Example::
+
+        @hookimpl
+        def credenza_console_callback(url):
+            if not url.startswith("https://intranet.example.com/aws/"):
+                raise BadRequest(f"callbackurl {url!r} is not allowed")
+            return url
+    """
+
+
+@hookspec(firstresult=True)
 def credenza_console_url(
     principal: Principal, account: Account, credentials: AwsCredentials, options: AwsOptions
 ) -> str | None:
@@ -189,10 +211,9 @@ def credenza_console_url(
     :param principal: the caller.
     :param account: the account the credentials are for (its partition picks the sign-in host).
     :param credentials: credentials from :func:`credenza_issue_aws`.
-    :param options: ``callback_url`` (the console's Issuer) and the session duration.
+    :param options: ``callback_url`` (the console's Issuer, already checked by
+        :func:`credenza_console_callback`) and the session duration.
     :returns: the sign-in URL, or ``None`` when this plugin cannot make one.
-    :raises credenza.errors.BadRequest: when ``options.callback_url`` is not an allowed callback
-        URL (an unchecked Issuer is an open redirect).
     :raises credenza.errors.Unavailable: when the sign-in endpoint cannot be reached.
 
     Stops at the first non-None result.

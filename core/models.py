@@ -283,8 +283,16 @@ class Account:
         default=3600, validator=[attrs.validators.ge(900), attrs.validators.le(43200)]
     )
     role_path: str = attrs.field(default="/", validator=attrs.validators.matches_re(_ROLE_PATH))
+    #: the roles it has, listed for a wildcard grant (``ACCOUNT/*``) in ``/account``
+    roles: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     # The ExternalId the role's trust policy demands; not a secret, but not for display either.
     external_id: str | None = attrs.field(default=None, repr=False)
+
+    @roles.validator
+    def _role_names(self, _attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+        for role in value:
+            if not isinstance(role, str) or not valid_role_name(role):
+                raise ValueError(f"roles: {role!r} is not an IAM role name")
 
     @max_duration.validator
     def _max_not_below_default(self, _attribute: attrs.Attribute, value: int) -> None:

@@ -170,25 +170,39 @@ class CallbackAllowlist:
         return cls(tuple(prefixes))
 
     def check(self, url: str) -> str:
-        """``url`` if it is allowed.
+        """``url``, normalised, if it is allowed.
 
-        :raises BadRequest: naming the URL when it is not.
+        Unreserved characters that were percent-encoded are decoded first (RFC 3986 6.2.2.2),
+        so ``%2e%2e`` is ``..``; then a path that still has a dot segment, a backslash (which
+        browsers read as ``/``) or an encoded slash is refused rather than resolved: a prefix
+        match on ``/aws/../admin`` would pass what a browser opens outside ``/aws/``.
+
+        :raises BadRequest: naming the URL when it is not allowed.
         """
         refused = BadRequest(f"callbackurl {url!r} is not an allowed callback URL")
-        if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
+        if any(ord(ch) < 0x21 or ord(ch) == 0x7F or ch == "\\" for ch in url):
             raise refused
         try:
             parts = urllib.parse.urlsplit(url)
             port = parts.port
         except ValueError:
             raise refused from None
+        path = _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), parts.path)
+        if any(segment in (".", "..") for segment in path.split("/")) or \
+                re.search(r"%(2f|5c)", path, re.IGNORECASE):
+            raise refused
         for allowed in self.prefixes:
             base = allowed.path if allowed.path.endswith("/") else allowed.path + "/"
             if (parts.scheme == "https" and parts.username is None and parts.password is None
                     and parts.hostname == allowed.hostname and port == allowed.port
-                    and (parts.path == allowed.path or parts.path.startswith(base))):
-                return url
+                    and (path == allowed.path or path.startswith(base))):
+                return urllib.parse.urlunsplit(parts._replace(path=path))
         raise refused
+
+
+# %XX of an unreserved character (ALPHA, DIGIT, "-", ".", "_", "~"): the same character.
+_UNRESERVED_ESCAPE = re.compile(r"%(4[1-9A-Fa-f]|5[0-9Aa]|6[1-9A-Fa-f]|7[0-9Aa]|3[0-9]|2[dDeE]|"
+                                r"5[fF]|7[eE])")
 
 
 @attrs.frozen
@@ -285,7 +299,11 @@ class AwsSts:
                 if (value := principal.attributes.get(attribute)) not in (None, "")]
         if tags:
             params["Tags"] = tags
-        response = self._call(f"AssumeRole {arn}", lambda: self.sts.assume_role(**params))
+        try:
+            response = self._call(f"AssumeRole {arn}", lambda: self.sts.assume_role(**params))
+        except Unavailable as exc:
+            self.health.failed(exc.detail)  # /status shows what this request ran into
+            raise
         creds = response["Credentials"]
         return AwsCredentials(
             access_key_id=creds["AccessKeyId"], secret_access_key=creds["SecretAccessKey"],
@@ -321,6 +339,10 @@ class AwsSts:
             raise Unavailable(f"cannot reach STS: {type(exc).__name__}", retry_after=10) from None
 
     # -- console ------------------------------------------------------------------------------
+
+    @hookimpl
+    def credenza_console_callback(self, url: str) -> str:
+        return self.callbacks.check(url)
 
     @hookimpl
     def credenza_console_url(self, principal: Principal, account: Account,

@@ -109,7 +109,9 @@ class TtlCache:
 
 
 class ConnectionPool:
-    """Bound service connections, reused; a connection that failed is dropped, not returned."""
+    """Bound service connections, reused. A connection that failed is dropped, not returned,
+    and so are the idle ones: they were opened to the same directory, which has gone away or
+    restarted, so they are as stale (a retry then opens a new one)."""
 
     def __init__(self, connect: Callable[[], Any], size: int, timeout: float) -> None:
         self.connect = connect
@@ -132,12 +134,14 @@ class ConnectionPool:
             except UNREACHABLE:
                 with contextlib.suppress(Exception):
                     conn.unbind()
+                self.close()
                 raise
             self._idle.put(conn)
         finally:
             self._slots.release()
 
     def close(self) -> None:
+        """Unbind every idle connection (those in use are dropped when they fail or return)."""
         while True:
             try:
                 conn = self._idle.get_nowait()
@@ -260,8 +264,10 @@ class LdapDirectory:
                                 read_only=True)
 
     def _unavailable(self, exc: Exception) -> Unavailable:
-        return Unavailable(f"cannot reach the directory at {self.url}: {type(exc).__name__}",
-                           retry_after=5)
+        error = Unavailable(f"cannot reach the directory at {self.url}: {type(exc).__name__}",
+                            retry_after=5)
+        self.health.failed(error.detail)
+        return error
 
     def _service(self, operation: Callable[[Any], _T]) -> _T:
         """Run ``operation`` on a pooled service connection; one retry on a fresh connection if

@@ -204,8 +204,11 @@ class SqlTokenStore:
 
     def _unavailable(self, exc: Exception) -> Unavailable:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else ""
-        return Unavailable(f"the token store at {self.url} is unavailable: "
-                           f"{type(getattr(exc, 'orig', exc)).__name__}: {reason}", retry_after=5)
+        error = Unavailable(f"the token store at {self.url} is unavailable: "
+                            f"{type(getattr(exc, 'orig', exc)).__name__}: {reason}",
+                            retry_after=5)
+        self.health.failed(error.detail)
+        return error
 
     def _run(self, work: Callable[[Connection], Any]) -> Any:
         try:

@@ -31,7 +31,7 @@ Settings (``[plugins.static]``):
         accounts:
           prod: {id: "123456789012", partition: aws, region: eu-west-1,
                  default_duration: 3600, max_duration: 43200, role_path: /,
-                 external_id: "..."}
+                 external_id: "...", roles: [admin, reader]}   # roles: listed for "prod/*"
 
 ``afp_accounts``
     afp-core's ACCOUNT_CONFIG_PATH (a file or a directory): ``alias: {id: "123456789012"}``.
@@ -244,7 +244,7 @@ _USER_KEYS = _GRANT_KEYS | {"password"}
 _KEY_KEYS = _GRANT_KEYS | {"sha256", "principal"}
 _CLIENT_KEYS = _GRANT_KEYS | {"sha256"}
 _ACCOUNT_KEYS = frozenset({"id", "partition", "region", "default_duration", "max_duration",
-                           "role_path", "external_id"})
+                           "role_path", "external_id", "roles"})
 
 
 def _entry(name: str, raw: Any, where: str, allowed: frozenset[str], secret_field: str,
@@ -361,6 +361,8 @@ def account_from(name: Any, raw: Any, where: str) -> Account:
     values = dict(raw)
     if isinstance(values.get("id"), int):  # YAML reads an unquoted account id as a number
         values["id"] = f"{values['id']:012d}"
+    if "roles" in values:
+        values["roles"] = _strings(values["roles"], f"{where}.roles")
     if "max_duration" not in values and "default_duration" in values:
         values["max_duration"] = max(values["default_duration"], 3600)
     try:

@@ -249,9 +249,16 @@ def test_console_url_uses_credentials_and_allowed_callback(client: Client,
     "https://intranet.example.com/awsx/",
     "https://intranet.example.com/aws/\r\nSet-Cookie: x",
     "//evil.example.com/aws/",
+    # dot segments a browser resolves outside /aws/, in every spelling
+    "https://intranet.example.com/aws/../admin",
+    "https://intranet.example.com/aws/%2e%2e/admin",
+    "https://intranet.example.com/aws/%2E./admin",
+    "https://intranet.example.com/aws/./../admin",
+    "https://intranet.example.com/aws/..%2fadmin",
+    "https://intranet.example.com/aws\\..\\admin",
 ])
 def test_callbacks_outside_the_allowlist_are_refused(client: Client, signin: FakeSignin,
-                                                     callback: str) -> None:
+                                                     sts: FaultProxy, callback: str) -> None:
     response = client.get(f"/account/prod/admin?callbackurl={urllib.parse.quote(callback)}",
                           auth=ALICE)
     assert response.status_code == 400
@@ -262,6 +269,16 @@ def test_callbacks_outside_the_allowlist_are_refused(client: Client, signin: Fak
         assert message == ("invalid query parameter: Expected `str` of printable characters - "
                            "at parameter `callbackurl`")
     assert signin.requests == []
+    assert sts.calls == []  # refused before anything was issued: no AssumeRole at all
+
+
+def test_an_allowed_callback_is_normalised(client: Client, signin: FakeSignin) -> None:
+    answer = client.get("/account/prod/admin/consoleurl?callbackurl=" + urllib.parse.quote(
+        "https://intranet.example.com/aws/%7Euser/%41pp"), auth=ALICE)
+    assert answer.status_code == 200
+    issuer = urllib.parse.parse_qs(urllib.parse.urlsplit(answer.get_data(as_text=True)).query)[
+        "Issuer"][0]
+    assert issuer == "https://intranet.example.com/aws/~user/App"
 
 
 def test_sign_in_endpoint_down_is_503(client: Client, signin: FakeSignin) -> None:
@@ -349,3 +366,20 @@ def test_cache_refreshes_ahead_and_falls_back_only_while_still_valid() -> None:
     cache.obtain("expiring", need, margin, lambda: _credentials(20))
     with pytest.raises(Unavailable):
         cache.obtain("expiring", need, margin, down)  # too short for the caller: fail closed
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/account", 200),
+    ("/account/prod/admin", 200),
+    ("/account/prod/admin/credentials", 200),
+    ("/account/prod/admin/consoleurl", 200),
+    ("/account/prod/admin/console", 302),
+    ("/account/prod/nope", 403),
+    ("/account/ghost/admin", 404),
+])
+def test_every_afp_answer_names_the_user(client: Client, signin: FakeSignin, path: str,
+                                         status: int) -> None:
+    answer = client.get(path, auth=ALICE)
+    assert answer.status_code == status
+    assert answer.headers["X-Username"] == "alice"
+    assert "X-Username" not in client.get(path).headers  # nobody identified: nobody named

@@ -200,3 +200,39 @@ def test_close_reaches_every_plugin() -> None:
     with broker(Pool(), Pool()):
         pass
     assert closed == [True, True]
+
+
+class DeclaredRoles:
+    """A catalogue whose accounts declare their roles, and wildcard grants."""
+
+    @hookimpl
+    def credenza_identify(self, request):
+        return Principal(request.environ["HTTP_X_USER"], source="test")
+
+    @hookimpl
+    def credenza_accounts(self):
+        return [Account("prod", id="111111111111", roles=("admin", "reader")),
+                Account("dev", id="222222222222", roles=("deployer",)),
+                Account("sandbox", id="333333333333")]
+
+    @hookimpl
+    def credenza_grants(self, principal):
+        return {"alice": [Grant.aws("prod", "*")],
+                "bob": [Grant.aws("*", "reader")],
+                "carol": [Grant.aws("*", "*"), Grant.aws("sandbox", "tinker")]}[principal.name]
+
+
+@pytest.mark.parametrize(("user", "listed"), [
+    ("alice", {"prod": ["admin", "reader"]}),
+    ("bob", {"dev": ["reader"], "prod": ["reader"], "sandbox": ["reader"]}),
+    ("carol", {"dev": ["deployer"], "prod": ["admin", "reader"], "sandbox": ["tinker"]}),
+])
+def test_wildcard_grants_are_listed_by_the_roles_accounts_declare(user: str,
+                                                                  listed: dict) -> None:
+    b = broker(DeclaredRoles())
+    assert b.aws_roles(b.identify(request(user))) == listed
+
+
+def test_declared_roles_are_role_names() -> None:
+    with pytest.raises(ValueError, match=r"'\.\./admin' is not an IAM role name"):
+        Account("prod", roles=("../admin",))

@@ -155,7 +155,7 @@ def test_directory_down_fails_closed_and_recovers_without_restart(tmp_path: Path
             b.identify(basic("alice", "alice-pw"))
         with pytest.raises(Unavailable):
             b.enrich(Principal("alice", source="apache"))  # never "no groups"
-        plugin(b).health.interval = 0
+        plugin(b).health.interval = plugin(b).health.retry_interval = 0
         down = client.get("/v1/whoami", auth=("alice", "alice-pw"))
         assert down.status_code == 503 and "Retry-After" in down.headers
         status = client.get("/status")
@@ -206,3 +206,37 @@ provider:
         assert response.status_code == 200
         assert response.get_json() == expected, user
         assert response.headers["X-Username"] == user
+
+
+def test_after_a_directory_restart_no_request_fails(tmp_path: Path) -> None:
+    """Every pooled connection died with the directory: the first broken one found drops the
+    idle ones, and the retry runs on a new connection (no burst of false 503s)."""
+    with running_slapd(tmp_path) as own:
+        b = broker(own, cache_ttl_seconds=0, pool_size=4)
+        alice = b.identify(basic("alice", "alice-pw"))
+        pool = plugin(b).pool
+        with pool.connection(), pool.connection(), pool.connection():
+            pass  # three idle service connections
+        assert b.enrich(alice).groups
+        own.stop()
+        own.start()
+        for _ in range(3):
+            assert b.enrich(alice).groups  # each of these once burned two stale connections
+
+
+def test_status_shows_at_once_what_a_request_ran_into(tmp_path: Path) -> None:
+    with running_slapd(tmp_path) as own:
+        b = broker(own, cache_ttl_seconds=0)
+        client = Client(make_app(b))
+        alice = b.identify(basic("alice", "alice-pw"))
+        assert client.get("/status").status_code == 200  # healthy, and cached as such
+        own.stop()
+        with pytest.raises(Unavailable):
+            b.enrich(alice)
+        status = client.get("/status")
+        assert status.status_code == 503  # not the healthy answer of a moment ago
+        assert "cannot reach the directory" in status.get_json()["message"]
+        own.start()
+        assert b.enrich(alice).groups
+        plugin(b).health.retry_interval = 0  # a failed state is asked again, not kept 15 s
+        assert client.get("/status").status_code == 200

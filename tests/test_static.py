@@ -261,3 +261,13 @@ def test_a_missing_file_names_the_setting_that_points_at_it(tmp_path: Path) -> N
         Broker.from_config(config)
     assert str(info.value) == (f"{config}: [plugins.static] files: {tmp_path / 'nope.yaml'}: "
                                "no such file or directory")
+
+
+def test_accounts_may_declare_their_roles(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("accounts:\n  prod: {id: '111111111111', roles: [admin]}\n"
+                                     "  dev: {id: '222222222222', roles: [../x]}\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f"[credenza]\nplugins = ['static']\n[plugins.static]\n"
+                      f"files = ['{tmp_path / 's.yaml'}']\n")
+    with pytest.raises(ConfigError, match=r"accounts\.dev: roles: '\.\./x' is not an IAM role"):
+        Broker.from_config(config)

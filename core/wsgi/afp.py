@@ -36,11 +36,20 @@ from credenza.wsgi.routes import (
 
 
 def render_afp_error(error: CredenzaError, ctx: RequestContext) -> Response:
-    """Problem details plus ``message``, which afp-cli prints on any non-200 answer."""
+    """Problem details plus ``message``, which afp-cli prints on any non-200 answer (and
+    ``X-Username`` once the caller is known, as afp-core sent it)."""
     response = problem_response(error, ctx)
     body = response.get_json()
     body["message"] = error.detail
-    return json_response(body, error.status, dict(response.headers), response.content_type)
+    return _named(ctx, json_response(body, error.status, dict(response.headers),
+                                     response.content_type))
+
+
+def _named(ctx: RequestContext, response: Response) -> Response:
+    """``response`` with ``X-Username``: afp-core answered it on every endpoint."""
+    if ctx.caller is not None:
+        response.headers["X-Username"] = ctx.caller.name
+    return response
 
 
 class AfpProblem(Problem):
@@ -92,7 +101,7 @@ def accounts(ctx: RequestContext, query: AccountsQuery) -> Response:
         body = {name: {"id": catalogue[name].id, "roles": names} for name, names in roles.items()}
     else:
         body = roles
-    return json_response(body, headers={"X-Username": principal.name})
+    return _named(ctx, json_response(body))
 
 
 @attrs.frozen
@@ -120,38 +129,40 @@ def credentials_and_console(ctx: RequestContext, account: str, role: str,
                             query: IssueQuery) -> Response:
     """Credentials and ``ConsoleUrl``."""
     issued = _issue(ctx, account, role, query)
-    return json_response({**metadata_credentials(issued.credentials),
-                          "ConsoleUrl": issued.console_url(ctx)})
+    return _named(ctx, json_response({**metadata_credentials(issued.credentials),
+                                      "ConsoleUrl": issued.console_url(ctx)}))
 
 
 def credentials_only(ctx: RequestContext, account: str, role: str, query: IssueQuery) -> Response:
     """Credentials without a console URL."""
-    return json_response(metadata_credentials(_issue(ctx, account, role, query).credentials))
+    return _named(ctx, json_response(metadata_credentials(
+        _issue(ctx, account, role, query).credentials)))
 
 
 def console_url(ctx: RequestContext, account: str, role: str, query: IssueQuery) -> Response:
     """The console sign-in URL as plain text."""
-    return Response(_issue(ctx, account, role, query).console_url(ctx), content_type="text/plain",
-                    headers={"Cache-Control": "no-store"})
+    return _named(ctx, Response(_issue(ctx, account, role, query).console_url(ctx),
+                                content_type="text/plain", headers={"Cache-Control": "no-store"}))
 
 
 def console_redirect(ctx: RequestContext, account: str, role: str, query: IssueQuery) -> Response:
     """A 302 to the console sign-in URL, as AWS recommends handing it over."""
     location = _issue(ctx, account, role, query).console_url(ctx)
-    return Response(status=302, headers={"Location": location, "Cache-Control": "no-store",
-                                         "Referrer-Policy": "no-referrer"})
+    return _named(ctx, Response(status=302, headers={
+        "Location": location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}))
 
 
 def metadata_role(ctx: RequestContext) -> Response:
     """The caller's single role name; access is checked without assuming the role."""
     _account, role = single_role(ctx.broker, ctx.principal())
-    return Response(role, content_type="text/plain", headers={"Cache-Control": "no-store"})
+    return _named(ctx, Response(role, content_type="text/plain",
+                                headers={"Cache-Control": "no-store"}))
 
 
 def metadata_role_credentials(ctx: RequestContext, role: str) -> Response:
     """Credentials for the caller's single role."""
     _account, credentials = metadata_issue(ctx, role)
-    return json_response(metadata_credentials(credentials))
+    return _named(ctx, json_response(metadata_credentials(credentials)))
 
 
 ERRORS = {400: "Bad name, duration or callback URL", 401: "Not identified",

@@ -183,6 +183,11 @@ class RequestContext:
             )
         return self._principal
 
+    @property
+    def caller(self) -> Principal | None:
+        """The caller, once identified (None before, or when identification failed)."""
+        return self._principal
+
     def identified(self, principal: Principal) -> Principal:
         """Remember ``principal`` as the caller (a route's own ``authenticate`` found it)."""
         self._principal = principal
