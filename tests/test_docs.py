@@ -74,7 +74,9 @@ def test_the_getting_started_commands_run_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "credenza").is_dir()  # the fresh data directory was used
 
 
-@pytest.mark.parametrize("page", ["index.md", "operations.md"])
+@pytest.mark.parametrize("page", ["index.md", "operations.md",
+                                  *(f"guides/{p.name}" for p in (ROOT / "docs" / "guides")
+                                    .glob("*.md"))])
 def test_the_pages_name_only_real_settings(page: str) -> None:
     """Every `[table] key` a page names is a declared setting."""
     declared = {table: {row["key"].split(".")[0] for row in describe(cls)}
