@@ -239,15 +239,15 @@ def test_no_authenticated_handler_runs_for_an_unidentified_caller(tmp_path: Path
     assert ran == []
 
 
-def test_the_readme_route_example_works(tmp_path: Path,
+def test_the_plugin_guide_route_example_works(tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
     example = next(block for block in readme.split("```python\n")[1:]
                    if "class Deploy(msgspec.Struct)" in block).split("```")[0]
-    plugin = types.ModuleType("readme_example")  # a plugin module, as a distribution has one
+    plugin = types.ModuleType("plugin_guide_example")  # a plugin module, as a distribution has one
     plugin.hookimpl = hookimpl
     monkeypatch.setitem(sys.modules, plugin.__name__, plugin)
-    exec(compile(example, "README.md", "exec"), plugin.__dict__)  # noqa: S102 - our README
+    exec(compile(example, "docs/plugins.md", "exec"), plugin.__dict__)  # noqa: S102 - ours
     broker = Broker.from_config({"credenza": {"plugins": ["environ"], "data_dir": str(tmp_path)}},
                                 plugins=[plugin])
     client = Client(make_app(broker))
