@@ -12,7 +12,7 @@ Settings (``[plugins.static]``):
             grants: ["dev/reader"]       # ACCOUNT/ROLE; "*" as role grants every role
             attributes: {email: alice@example.com}
         oauth_clients:
-          pam-app:                       # client_id; `credenza hash-api-key pam-app` prints the
+          pam-app:                       # client_id; `hash-api-key pam-app --client` prints the
             sha256: "..."                # client secret (pam-app.SECRET) and this hash
             tokens: {build-bot: [https://api.example.com]}   # provider -> audiences ([] any)
             admin: [build-bot]           # lifecycle rights over everyone's tokens of it

@@ -15,7 +15,7 @@ from credenza.broker import Broker
 from credenza.config import Config
 from credenza.errors import ConfigError, Unauthenticated
 from credenza.legacy import afp_config, configure_afp_logging
-from credenza.models import IdentityRequest, Principal
+from credenza.models import BasicCredentials, IdentityRequest, Principal
 from credenza.secrets import sha256_hex, verify_password
 from credenza.wsgi import LazyApplication
 
@@ -247,11 +247,22 @@ def test_hash_commands(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=True, timeout=60)
     key = made.stderr.split(": ")[-1].strip()
     assert key.startswith("deploy-bot.")
-    (tmp_path / "keys.yaml").write_text(made.stdout.replace("api_keys:", "api_keys:", 1))
+    (tmp_path / "keys.yaml").write_text(made.stdout)
     broker = Broker.from_config(Config.from_mapping({"credenza": {"plugins": ["static"]},
                                                      "plugins": {"static": {"files": [
                                                          str(tmp_path / "keys.yaml")]}}}))
     assert broker.identify(IdentityRequest(api_key=key)).name == "deploy-bot"
+    client = subprocess.run([sys.executable, "-m", "credenza", "hash-api-key", "pam-app",
+                             "--client"], capture_output=True, text=True, check=True,
+                            timeout=60)
+    assert client.stdout.startswith("oauth_clients:\n  pam-app:\n")
+    secret = client.stderr.split(": ")[-1].strip()
+    (tmp_path / "keys.yaml").write_text(client.stdout)
+    broker = Broker.from_config(Config.from_mapping({"credenza": {"plugins": ["static"]},
+                                                     "plugins": {"static": {"files": [
+                                                         str(tmp_path / "keys.yaml")]}}}))
+    principal = broker.identify(IdentityRequest(basic=BasicCredentials("pam-app", secret)))
+    assert (principal.name, principal.kind) == ("pam-app", "client")
 
 
 def test_a_missing_file_names_the_setting_that_points_at_it(tmp_path: Path) -> None:

@@ -99,10 +99,15 @@ def api_keys_revoke(state: CliState, key_id: str) -> None:
 
 @click.command("hash-api-key")
 @click.argument("key_id")
-def hash_api_key_command(key_id: str) -> None:
-    """Make a new API key KEY_ID.SECRET (shown once) and the line to put in a static file."""
+@click.option("--client", "for_client", is_flag=True,
+              help="KEY_ID is an OAuth client: print an oauth_clients: entry (its secret).")
+def hash_api_key_command(key_id: str, for_client: bool) -> None:
+    """Make a new API key KEY_ID.SECRET (shown once) and the entry to put in a static file:
+    under api_keys:, or with --client under oauth_clients: (the key is the client secret)."""
     if not API_KEY_ID.match(key_id):
         raise click.BadParameter(f"must match {API_KEY_ID.pattern}", param_hint="KEY_ID")
     key, digest = new_api_key(key_id)
-    click.echo(f"API key (shown once, give it to its owner): {key}", err=True)
-    click.echo(f"api_keys:\n  {key_id}:\n    sha256: \"{digest}\"")
+    what = "client secret" if for_client else "API key"
+    click.echo(f"{what} (shown once, give it to its owner): {key}", err=True)
+    table = "oauth_clients" if for_client else "api_keys"
+    click.echo(f"{table}:\n  {key_id}:\n    sha256: \"{digest}\"")
