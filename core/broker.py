@@ -160,12 +160,12 @@ class Broker:
 
         :raises Forbidden: when there is none (observers hear of it).
         """
-        for grant in self.grants(principal):
+        grants = self.grants(principal)
+        for grant in grants:
             if grant.permits(kind, target, role, audiences):
                 return grant
         what = f"{kind} {target}" + (f" role {role}" if role else "")
-        if audiences and any(grant.permits(kind, target, role)
-                             for grant in self.grants(principal)):
+        if audiences and any(grant.permits(kind, target, role) for grant in grants):
             what += f" with audience {', '.join(sorted(audiences))}"
         reason = f"{principal.name} has no grant for {what}"
         self.notify_denied(DeniedEvent(principal, kind, target, reason, role=role))

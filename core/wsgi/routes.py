@@ -241,10 +241,7 @@ def decode_query(route: Route, ctx: RequestContext) -> Any:
     :raises BadRequest: naming the parameter and what it should be.
     """
     args = {key: ctx.request.args.get(key) for key in ctx.request.args}
-    try:
-        return msgspec.convert(args, route.query, strict=False)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid query parameter: {_named(exc, 'parameter')}") from None
+    return _converted(args, route.query, "query parameter")
 
 
 def decode_headers(route: Route, ctx: RequestContext) -> Any:
@@ -255,10 +252,7 @@ def decode_headers(route: Route, ctx: RequestContext) -> Any:
     fields = msgspec.structs.fields(route.headers)
     present = {field.encode_name: ctx.request.headers[field.encode_name] for field in fields
                if field.encode_name in ctx.request.headers}
-    try:
-        return msgspec.convert(present, route.headers, strict=False)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid header: {_named(exc, 'header')}") from None
+    return _converted(present, route.headers, "header")
 
 
 def decode_body(route: Route, ctx: RequestContext) -> Any:
@@ -268,10 +262,7 @@ def decode_body(route: Route, ctx: RequestContext) -> Any:
     :raises PayloadTooLarge: over ``[server] max_body_bytes``.
     """
     if route.body_media_type == FORM:
-        try:
-            return msgspec.convert(form_fields(ctx), route.body, strict=False)
-        except msgspec.ValidationError as exc:
-            raise BadRequest(f"invalid form parameter: {_named(exc, 'parameter')}") from None
+        return _converted(form_fields(ctx), route.body, "form parameter")
     raw = ctx.body()
     if not raw.strip():
         raise BadRequest("the request body must be a JSON object")
@@ -304,6 +295,17 @@ def form_fields(ctx: RequestContext) -> dict[str, str]:
         values[key] = value
     ctx.form = values
     return values
+
+
+def _converted(values: dict[str, Any], kind: type, what: str) -> Any:
+    """``values`` (strings, as a query, headers or a form carry them) as ``kind`` declares.
+
+    :raises BadRequest: ``invalid <what>: ...`` naming the field by the last word of ``what``.
+    """
+    try:
+        return msgspec.convert(values, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid {what}: {_named(exc, what.split()[-1])}") from None
 
 
 def _named(exc: msgspec.ValidationError, what: str) -> str:
