@@ -1,19 +1,34 @@
-"""Throughput of the credentials endpoint with a warm cache, against caching disabled.
+"""STS calls per burst, and throughput of the credentials endpoint, by kind of cache.
 
-Runs moto's STS behind the counting proxy of the tests, starts `credenza serve` (2 workers,
-8 threads each) twice, once with the default cache and once with ``cache_size = 0``, and sends
-the same requests from concurrent clients to ``/account/prod/admin/credentials`` (HTTP Basic).
-Prints requests/s, latency percentiles, the STS calls each run caused, and the ratios.
+Runs moto's STS behind the counting proxy of the tests and starts `credenza serve` (2 workers,
+8 threads each) in four setups:
 
-    python benchmarks/aws_credentials.py [--requests 1200] [--clients 16]
+- ``no cache``: ``cache_size = 0``, the baseline every ratio is against;
+- ``per process``: no token store, so each worker caches for itself (credenza before the shared
+  cache);
+- ``shared, SQLite``: the sql plugin's default store, shared by the two workers;
+- ``2 replicas, PG``: two servers of two workers each, on one PostgreSQL database, each with its
+  own data directory and the same ``cache_key``.
+
+For each it measures a burst (``--burst`` concurrent requests for credentials nobody holds yet,
+spread over the servers, while STS answers in 300 ms: how many AssumeRole calls they make), then
+throughput with a warm cache (``--requests`` from ``--clients`` threads, HTTP Basic).
+
+    python benchmarks/aws_credentials.py [--requests 1200] [--clients 16] [--burst 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import itertools
+import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -24,62 +39,102 @@ from benchmarks.loadgen import concurrently
 from credenza.secrets import hash_password, new_api_key
 from tests.aws_fixtures import FakeSignin, FaultProxy, local_aws, write_aws_config
 from tests.conftest import running_server
+from tests.pg_fixtures import Postgres
 
 AUTH = ("alice", "PASSWORD")
+CACHE_KEY = base64.b64encode(b"benchmark-cache-key-32-bytes-ok!").decode()
 
 
-def load(url: str, total: int, clients: int,
-         auth: tuple[str, str] | None = AUTH) -> tuple[float, list[float]]:
-    """Send ``total`` GETs to ``url`` from ``clients`` threads; return (seconds, latencies)."""
+@contextlib.contextmanager
+def servers(replicas: int, proxy: FaultProxy, signin: FakeSignin, password: str,
+            key: tuple[str, str], *, aws_sts: str = "", sql: str | None = None
+            ) -> Iterator[list[str]]:
+    """``replicas`` servers of 2 workers each, each in its own directory; their base URLs."""
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        urls = []
+        for number in range(replicas):
+            directory = Path(tmp) / f"replica{number}"
+            directory.mkdir()
+            config = write_aws_config(directory, proxy, signin, password, key, aws_sts=aws_sts,
+                                      sql=sql, server="workers = 2\nthreads = 8\n"
+                                                      "access_log = false")
+            urls.append(stack.enter_context(
+                running_server(directory, ["--config", str(config)])).url)
+        yield urls
+
+
+def burst(urls: list[str], proxy: FaultProxy, size: int) -> int:
+    """``size`` concurrent requests for credentials nobody holds yet: the AssumeRole calls."""
+    proxy.reset()
+    proxy.delay = 0.3
+
+    def get(number: int) -> str:
+        response = requests.get(f"{urls[number % len(urls)]}/account/prod/viewer/credentials",
+                                auth=AUTH, timeout=30)
+        response.raise_for_status()
+        return str(response.json()["AccessKeyId"])
+
+    with ThreadPoolExecutor(size) as pool:
+        list(pool.map(get, range(size)))
+    calls = len(proxy.assume_role_calls())
+    proxy.reset()
+    return calls
+
+
+def throughput(urls: list[str], args: argparse.Namespace) -> dict[str, float]:
+    """Requests per second and latency percentiles with a warm cache."""
+    paths = [f"{url}/account/prod/admin/credentials" for url in urls]
+    turns = itertools.count()
 
     def get(session: requests.Session) -> str | None:
-        response = session.get(url, auth=auth, timeout=30)
+        url = paths[next(turns) % len(paths)]
+        response = session.get(url, auth=AUTH, timeout=30)
         return None if response.status_code == 200 else (
             f"{url}: {response.status_code} {response.text[:300]}")
 
-    return concurrently(total, clients, get)
-
-
-def run(label: str, cache: str, args: argparse.Namespace, proxy: FaultProxy,
-        signin: FakeSignin, password: str, key: tuple[str, str]) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        config = write_aws_config(tmp_path, proxy, signin, password, key, aws_sts=cache,
-                                  server="workers = 2\nthreads = 8\naccess_log = false")
-        with running_server(tmp_path, ["--config", str(config)]) as server:
-            url = server.url + "/account/prod/admin/credentials"
-            load(url, args.clients * 4, args.clients)  # warm up: workers, password cache
-            proxy.reset()
-            seconds, latencies = load(url, args.requests, args.clients)
-            calls = len(proxy.assume_role_calls())
-            server.stop()
-    latencies.sort()
-    figures = {
+    concurrently(args.clients * 4, args.clients, get)  # warm up: workers, password cache
+    seconds, latencies = concurrently(args.requests, args.clients, get)
+    return {
         "requests_per_s": len(latencies) / seconds,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "sts_calls": calls,
     }
-    print(f"{label:<22} {len(latencies):>6} requests  {figures['requests_per_s']:8.1f} req/s  "
-          f"p50 {figures['p50_ms']:7.1f} ms  p99 {figures['p99_ms']:7.1f} ms  "
-          f"STS calls {calls}")
-    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1200)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--burst", type=int, default=20)
     args = parser.parse_args()
     password, key = hash_password("PASSWORD"), new_api_key("bench")
-    with local_aws() as (proxy, signin):
-        cached = run("warm cache", "", args, proxy, signin, password, key)
-        baseline = run("no cache (baseline)", "cache_size = 0", args, proxy, signin, password,
-                       key)
-    print(f"throughput ratio (cache / no cache): "
-          f"{cached['requests_per_s'] / baseline['requests_per_s']:.1f}x")
-    print(f"p50 latency ratio (no cache / cache): {baseline['p50_ms'] / cached['p50_ms']:.1f}x")
-    print(f"STS calls: {cached['sts_calls']} with cache, {baseline['sts_calls']} without")
+    postgres = Postgres()
+    postgres.start()
+    setups = [
+        ("no cache (baseline)", 1, {"aws_sts": "cache_size = 0"}),
+        ("per process", 1, {}),
+        ("shared, SQLite", 1, {"sql": ""}),
+        ("2 replicas, PG", 2, {"sql": f'url = "{postgres.database()}"',
+                               "aws_sts": f'cache_key = "{CACHE_KEY}"'}),
+    ]
+    figures = {}
+    try:
+        with local_aws() as (proxy, signin):
+            for label, replicas, options in setups:
+                with servers(replicas, proxy, signin, password, key, **options) as urls:
+                    calls = burst(urls, proxy, args.burst)
+                    measured = throughput(urls, args)
+                figures[label] = measured
+                processes = replicas * 2
+                print(f"{label:<20} {processes} processes  burst of {args.burst}: {calls:>2} STS "
+                      f"calls  {measured['requests_per_s']:8.1f} req/s  "
+                      f"p50 {measured['p50_ms']:6.1f} ms  p99 {measured['p99_ms']:6.1f} ms")
+    finally:
+        postgres.stop()
+        shutil.rmtree(postgres.directory, ignore_errors=True)
+    baseline = figures["no cache (baseline)"]["requests_per_s"]
+    for label, measured in figures.items():
+        print(f"throughput ratio {label} / no cache: {measured['requests_per_s'] / baseline:.2f}x")
 
 
 if __name__ == "__main__":

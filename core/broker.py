@@ -65,6 +65,7 @@ class Broker:
         self.api_keys = ApiKeys(self)
         #: OAuth grants, introspection and revocation for this broker's own API
         self.oauth = OAuth(self)
+        self._hook.credenza_startup(store=store)
 
     @classmethod
     def from_config(

@@ -353,6 +353,26 @@ def credenza_token_store(config: Config) -> TokenStore | None:
     """
 
 
+@hookspec
+def credenza_startup(store: TokenStore | None) -> None:
+    """The broker is assembled: take what the plugin shares with others.
+
+    :param store: the token store (``None`` without one). A store that also implements
+        :class:`credenza.models.SharedCache` (the ``sql`` plugin's does) lets a plugin share
+        what it caches with every worker and replica using the same store, as ``aws-sts``
+        shares AWS credentials through :class:`credenza.sharedcache.TieredCache`.
+
+    Every implementation is called, once, when the broker is built, before any request. Raise
+    :class:`credenza.errors.ConfigError` for a combination of settings that cannot work.
+    Example::
+
+        @hookimpl
+        def credenza_startup(store):
+            if isinstance(store, SharedCache):
+                self.cache.share(store, self.cache_key)
+    """
+
+
 # -------------------------------------------------------------------------------------------------
 # Health and lifecycle
 # -------------------------------------------------------------------------------------------------

@@ -507,6 +507,29 @@ class TokenStore(Protocol):
         """Release connections."""
 
 
+@runtime_checkable
+class SharedCache(Protocol):
+    """Sealed values shared by every process using one store, each with a lease so that one
+    process at a time fetches it (see :mod:`credenza.sharedcache`). A token store may implement
+    it too; the ``sql`` plugin's does. Every method raises
+    :class:`credenza.errors.Unavailable` when the store cannot be reached."""
+
+    def cache_get(self, key: bytes) -> bytes | None:
+        """The sealed value stored under ``key`` (32 bytes), or None."""
+
+    def cache_lease(self, key: bytes, holder: str, until: dt.datetime,
+                    now: dt.datetime) -> bool:
+        """Take the lease on ``key`` for ``holder`` until ``until``, unless another holder's
+        lease is still running at ``now``; True when ``holder`` has it. Atomic across
+        processes."""
+
+    def cache_put(self, key: bytes, value: bytes, expires_at: dt.datetime, holder: str) -> None:
+        """Store ``value`` under ``key`` until ``expires_at``, and end ``holder``'s lease."""
+
+    def cache_release(self, key: bytes, holder: str) -> None:
+        """End ``holder``'s lease on ``key`` without storing anything."""
+
+
 # --------------------------------------------------------------------------------------------
 # Health and observer events
 # --------------------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ Settings (``[plugins.aws-sts]``):
     Set SourceIdentity to the caller's name (sanitised like the session name); default false.
 ``[plugins.aws-sts.session_tags]``
     Session tag key -> principal attribute name, e.g. ``Department = "department"``.
-``cache_size``
-    Credentials kept per principal/account/role/duration (default 10000; 0 disables caching).
+``cache_size``, ``cache_key``
+    Credentials each process keeps in memory (default 10000; 0 disables caching); with a token
+    store that is a :class:`~credenza.models.SharedCache`, they are shared through it, sealed
+    with ``cache_key`` (default: a key generated into the data directory).
 ``refresh_before_seconds``
     Refresh cached credentials this long before they no longer satisfy a caller (default 900).
 ``max_attempts``, ``timeout_seconds``
@@ -31,14 +33,13 @@ otherwise it is a sanitised prefix, ``=`` and a hash of the full name. Valid nam
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
 import re
-import threading
 import urllib.parse
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -48,8 +49,19 @@ from credenza.errors import BadRequest, Forbidden, NotConfigured, Unavailable
 from credenza.health import HealthProbe
 from credenza.logsafety import drop_credential_debug_logs
 from credenza.markers import hookimpl
-from credenza.models import Account, AwsCredentials, AwsOptions, Grant, Health, Principal
+from credenza.models import (
+    Account,
+    AwsCredentials,
+    AwsOptions,
+    Grant,
+    Health,
+    Principal,
+    SharedCache,
+    TokenStore,
+)
+from credenza.secrets import key_file
 from credenza.settings import read, setting
+from credenza.sharedcache import Codec, TieredCache
 
 try:
     import boto3
@@ -101,54 +113,25 @@ def role_arn(account: Account, role: str) -> str:
     return f"arn:{account.partition}:iam::{account.id}:role{account.role_path}{role}"
 
 
-class CredentialCache:
-    """Credentials by key, bounded (least recently used goes first), one fetch per key at a time.
+def _dump_credentials(credentials: AwsCredentials) -> bytes:
+    return json.dumps({
+        "access_key_id": credentials.access_key_id,
+        "secret_access_key": credentials.secret_access_key,
+        "session_token": credentials.session_token,
+        "expiration": credentials.expiration.isoformat(),
+        "issued_at": credentials.issued_at.isoformat(),
+        "account_id": credentials.account_id,
+    }).encode()
 
-    Locks are striped: a key always maps to the same lock, so concurrent requests for one key
-    cause one fetch, and the number of locks stays fixed however many keys there are.
-    """
 
-    def __init__(self, size: int, stripes: int = 64) -> None:
-        self.size = size
-        self._entries: OrderedDict[Hashable, AwsCredentials] = OrderedDict()
-        self._lock = threading.Lock()
-        self._stripes = [threading.Lock() for _ in range(stripes)]
+def _load_credentials(data: bytes) -> AwsCredentials:
+    fields = json.loads(data)
+    return AwsCredentials(**{**fields, "expiration": dt.datetime.fromisoformat(
+        fields["expiration"]), "issued_at": dt.datetime.fromisoformat(fields["issued_at"])})
 
-    def _peek(self, key: Hashable) -> AwsCredentials | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
 
-    def obtain(self, key: Hashable, need: dt.timedelta, margin: dt.timedelta,
-               fetch: Callable[[], AwsCredentials]) -> AwsCredentials:
-        """Cached credentials valid for ``need`` + ``margin``, else fresh ones from ``fetch``.
-
-        When fetching fails but the cached credentials still cover ``need``, those are served:
-        they are complete and valid, and STS being down should not take them away.
-        """
-        if self.size == 0:
-            return fetch()
-        cached = self._peek(key)
-        if cached is not None and cached.remaining() > need + margin:
-            return cached
-        with self._stripes[hash(key) % len(self._stripes)]:
-            cached = self._peek(key)  # another request may have refreshed it meanwhile
-            if cached is not None and cached.remaining() > need + margin:
-                return cached
-            try:
-                fresh = fetch()
-            except Unavailable:
-                if cached is not None and cached.remaining() > need:
-                    return cached
-                raise
-            with self._lock:
-                self._entries[key] = fresh
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.size:
-                    self._entries.popitem(last=False)
-            return fresh
+#: how AWS credentials are kept in the shared cache (sealed: see credenza.sharedcache)
+CREDENTIALS = Codec(_dump_credentials, _load_credentials, lambda creds: creds.expiration)
 
 
 @attrs.frozen
@@ -220,8 +203,13 @@ class AwsStsSettings:
                                     "the session name)", False)
     session_tags: Mapping[str, str] = setting(
         "Session tag key -> principal attribute name, e.g. Department = \"department\"", {})
-    cache_size: int = setting("Credentials kept per principal/account/role/duration (0 turns "
-                              "caching off)", 10_000, min=0, max=1_000_000)
+    cache_size: int = setting("Credentials each process keeps in memory, per principal/"
+                              "account/role/duration (0 turns caching off, shared tier too)",
+                              10_000, min=0, max=1_000_000)
+    cache_key: str | None = setting(
+        "base64 of 32 random bytes sealing the credentials shared through the token store "
+        "(AES-256-GCM); every replica needs the same", None, secret=True,
+        default_text="a key generated into DATA_DIR/aws-cache.key")
     refresh_before_seconds: int = setting("Refresh cached credentials this long before they "
                                           "no longer satisfy a caller", 900, min=0, max=3600)
     max_attempts: int = setting("STS tries per request (backoff with jitter on throttling and "
@@ -235,6 +223,20 @@ class AwsStsSettings:
     callback_urls: tuple[str, ...] = setting(
         "https URL prefixes a callbackurl may start with to become the console's Issuer "
         "(anything else is 400)", ())
+
+
+def _cache_key(section: Section, configured: str | None) -> Callable[[], bytes]:
+    """What reads the cache key: the configured one (checked now), else the data directory's."""
+    if configured is None:
+        return lambda: key_file(section.data_dir / "aws-cache.key")
+    try:
+        key = base64.b64decode(configured, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise section.error("cache_key", "expected the base64 of 32 random bytes (make one with "
+                            "`openssl rand -base64 32`)")
+    return lambda: key
 
 
 class AwsSts:
@@ -253,10 +255,13 @@ class AwsSts:
                                 "secret_access_key, or neither (boto3's default chain)")
         self.source_identity = settings.source_identity
         self.session_tags = dict(settings.session_tags)
-        self.cache = CredentialCache(settings.cache_size)
-        self.refresh_margin = dt.timedelta(seconds=settings.refresh_before_seconds)
         self.max_attempts = settings.max_attempts
         timeout = settings.timeout_seconds
+        # A lease outlasts every attempt's connect and read timeouts and botocore's backoff.
+        self.cache = TieredCache(settings.cache_size, CREDENTIALS,
+                                 lease=self.max_attempts * (2 * timeout + 5))
+        self.refresh_margin = dt.timedelta(seconds=settings.refresh_before_seconds)
+        self._cache_key = _cache_key(section, settings.cache_key)
         self.signin_url = settings.signin_url
         self.console_destination = settings.console_destination
         self.callbacks = CallbackAllowlist.from_urls(settings.callback_urls, section)
@@ -272,6 +277,11 @@ class AwsSts:
         self.health = HealthProbe("sts", lambda: self._call("GetCallerIdentity",
                                                              self.sts.get_caller_identity))
 
+    @hookimpl
+    def credenza_startup(self, store: TokenStore | None) -> None:
+        if isinstance(store, SharedCache) and self.cache.size:
+            self.cache.share(store, self._cache_key())
+
     # -- credentials ----------------------------------------------------------------------------
 
     @hookimpl
@@ -282,7 +292,7 @@ class AwsSts:
             raise BadRequest(f"a duration of {duration} s exceeds the maximum of "
                              f"{account.max_duration} s for account {account.name!r}")
         arn = role_arn(account, grant.role or "")
-        key = (principal.source, principal.name, arn, duration)
+        key = ("aws-sts", principal.source, principal.name, arn, str(duration))
         return self.cache.obtain(key, options.min_remaining, self.refresh_margin,
                                  lambda: self._assume_role(principal, account, arn, duration))
 

@@ -13,7 +13,8 @@ Settings (``[plugins.sql]``):
 The schema is versioned: each start applies the migrations it lacks, in one transaction, under an
 advisory lock on PostgreSQL so replicas starting together do not race. Timestamps are stored as
 epoch milliseconds, claims as JSON text; secrets never (the table of hashes maps SHA-256 digests
-of opaque secrets to their token).
+of opaque secrets to their token). The same database holds the shared credential cache
+(:class:`credenza.models.SharedCache`): values sealed before they get here, and leases.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from credenza.settings import read, setting
 
 try:
     import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.engine import Connection, Engine
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(f"plugin sql needs SQLAlchemy: pip install credenza ({exc})") from exc
@@ -84,12 +86,28 @@ secrets_table = sa.Table(
 )
 
 
+# The shared credential cache (credenza.sharedcache): values sealed by the process that stored
+# them, keyed by a SHA-256 digest, and each key's lease. A row may hold a lease and no value yet.
+cache = sa.Table(
+    "credenza_cache", metadata,
+    sa.Column("key", sa.LargeBinary(32), primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=True),
+    sa.Column("lease_holder", sa.String(128), nullable=True),
+    sa.Column("lease_until", sa.BigInteger, nullable=True),
+)
+
+
 def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[tokens, secrets_table])
 
 
+def _v2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[cache])
+
+
 # Each migration brings the schema from its index to index + 1; append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 
 
 def _ms(moment: dt.datetime) -> int:
@@ -123,7 +141,7 @@ class SqlSettings:
 
 
 class SqlTokenStore:
-    """The token store, and the plugin that provides it."""
+    """The token store and the shared credential cache, and the plugin that provides them."""
 
     settings = SqlSettings
 
@@ -138,6 +156,9 @@ class SqlTokenStore:
             self.engine = _engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise section.error("url", f"not a usable database URL: {exc}") from None
+        if self.engine.dialect.name not in ("sqlite", "postgresql"):
+            raise section.error("url", "credenza keeps its tokens in SQLite or PostgreSQL, not "
+                                f"{self.engine.dialect.name}")
         self.url = self.engine.url.render_as_string(hide_password=True)
         self.health = HealthProbe("token store", self.ping)
         self._migrated = False
@@ -290,15 +311,63 @@ class SqlTokenStore:
 
         def delete(conn: Connection) -> int:
             conn.execute(secrets_table.delete().where(secrets_table.c.token_id.in_(doomed)))
+            conn.execute(cache.delete().where(sa.func.coalesce(cache.c.expires_at, 0) < cutoff,
+                                              sa.func.coalesce(cache.c.lease_until, 0) < cutoff))
             return conn.execute(tokens.delete().where(tokens.c.expires_at < cutoff)).rowcount
 
         return self._run(delete)
+
+    # -- SharedCache ----------------------------------------------------------------------------
+
+    def cache_get(self, key: bytes) -> bytes | None:
+        row = self._run(lambda conn: conn.execute(
+            sa.select(cache.c.value).where(cache.c.key == key)).first())
+        return None if row is None or row.value is None else bytes(row.value)
+
+    def cache_lease(self, key: bytes, holder: str, until: dt.datetime,
+                    now: dt.datetime) -> bool:
+        def lease(conn: Connection) -> bool:
+            # Both dialects serialise these: SQLite has one writer; PostgreSQL re-checks the
+            # UPDATE's condition on the row it locked.
+            insert = _insert(conn).values(key=key, lease_holder=holder, lease_until=_ms(until))
+            inserted = insert.on_conflict_do_nothing(index_elements=["key"]).returning(cache.c.key)
+            if conn.execute(inserted).first() is not None:  # (rowcount is -1 on PostgreSQL)
+                return True
+            take = cache.update().where(
+                cache.c.key == key,
+                sa.or_(cache.c.lease_until.is_(None), cache.c.lease_until < _ms(now),
+                       cache.c.lease_holder == holder),
+            ).values(lease_holder=holder, lease_until=_ms(until))
+            return bool(conn.execute(take).rowcount)
+
+        return bool(self._run(lease))
+
+    def cache_put(self, key: bytes, value: bytes, expires_at: dt.datetime, holder: str) -> None:
+        def put(conn: Connection) -> None:
+            stored = cache.update().where(cache.c.key == key).values(
+                value=value, expires_at=_ms(expires_at), lease_holder=None, lease_until=None)
+            if not conn.execute(stored).rowcount:  # the row was purged meanwhile
+                conn.execute(_insert(conn).values(key=key, value=value,
+                                                  expires_at=_ms(expires_at))
+                             .on_conflict_do_nothing(index_elements=["key"]))
+
+        self._run(put)
+
+    def cache_release(self, key: bytes, holder: str) -> None:
+        self._run(lambda conn: conn.execute(
+            cache.update().where(cache.c.key == key, cache.c.lease_holder == holder)
+            .values(lease_holder=None, lease_until=None)))
 
     def ping(self) -> None:
         self._run(lambda conn: conn.execute(sa.text("SELECT 1")))
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _insert(conn: Connection) -> Any:
+    """An INSERT of the cache table that can be told ``on_conflict_do_nothing``."""
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(cache)
 
 
 def _engine(url: str) -> Engine:

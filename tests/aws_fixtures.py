@@ -207,13 +207,15 @@ accounts:
 
 def write_aws_config(tmp_path: Path, sts: FaultProxy, signin: FakeSignin, password_hash: str,
                      container_key: tuple[str, str], *, environ_field: str | None = None,
-                     aws_sts: str = "", server: str = "", jwt: str = "") -> Path:
+                     aws_sts: str = "", server: str = "", jwt: str = "",
+                     sql: str | None = None) -> Path:
     """A configuration with static users/keys/accounts and aws-sts pointed at the fault proxy;
-    with ``jwt`` (the body of ``[plugins.jwt]``), the jwt and sql plugins too."""
+    with ``jwt`` (the body of ``[plugins.jwt]``), the jwt and sql plugins too; with ``sql``
+    (the body of ``[plugins.sql]``), the sql plugin."""
     (tmp_path / "static.yaml").write_text(STATIC_YAML.format(
         password=password_hash, key_hash=container_key[1]))
     plugins = ["static", *(["environ"] if environ_field else []), "aws-sts",
-               *(["jwt", "sql"] if jwt else [])]
+               *(["jwt"] if jwt else []), *(["sql"] if jwt or sql is not None else [])]
     environ = (f'[plugins.environ]\nfield = "{environ_field}"\nkind = "machine"\n'
                if environ_field else "")
     config = tmp_path / "credenza.toml"
@@ -240,5 +242,7 @@ timeout_seconds = 1
 {aws_sts}
 {"[plugins.jwt]" if jwt else ""}
 {jwt}
+{"[plugins.sql]" if sql is not None else ""}
+{sql or ""}
 """)
     return config

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import base64
+import contextlib
 import json
 import logging
 import threading
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 from werkzeug.test import Client
 
 from credenza.broker import Broker
-from credenza.errors import Unavailable
-from credenza.models import Account, AwsCredentials, utcnow
-from credenza.plugins.aws_sts import PARTITION_HOSTS, CredentialCache, session_name
+from credenza.errors import ConfigError
+from credenza.models import Account
+from credenza.plugins.aws_sts import PARTITION_HOSTS, session_name
 from credenza.wsgi import make_app
 from tests.aws_fixtures import FakeSignin, FaultProxy, write_aws_config
+from tests.conftest import running_server
 
 ALICE = ("alice", "PASSWORD")
 BOB = ("bob", "PASSWORD")
@@ -129,6 +133,34 @@ def test_single_flight_many_concurrent_requests_cause_one_sts_call(client: Clien
     for thread in threads:
         thread.join()
     assert len(results) == 16 and len(set(results)) == 1
+    assert len(sts.assume_role_calls()) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_replicas_sharing_a_store_make_one_sts_call(
+        request: pytest.FixtureRequest, tmp_path: Path, sts: FaultProxy, signin: FakeSignin,
+        password_hash: str, container_key: tuple[str, str], backend: str) -> None:
+    """Two servers of two workers each: on SQLite they share a data directory (the workers of
+    one host); on PostgreSQL each has its own, with the cache key from the configuration."""
+    key = base64.b64encode(b"r" * 32).decode()
+    url = request.getfixturevalue("postgres").database() if backend == "postgresql" else None
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for name in ("one", "two"):
+            directory = tmp_path if url is None else tmp_path / name
+            directory.mkdir(exist_ok=True)
+            config = write_aws_config(
+                directory, sts, signin, password_hash, container_key,
+                server="workers = 2", sql=f'url = "{url}"' if url else "",
+                aws_sts=f'cache_key = "{key}"' if url else "")
+            servers.append(stack.enter_context(running_server(directory,
+                                                              ["--config", str(config)])))
+        sts.delay = 0.3  # every request arrives while the first call is in flight
+        with ThreadPoolExecutor(20) as pool:
+            bodies = list(pool.map(lambda i: requests.get(
+                f"{servers[i % 2].url}/account/prod/viewer/credentials", auth=ALICE,
+                timeout=30).json(), range(20)))
+    assert len({body["AccessKeyId"] for body in bodies}) == 1
     assert len(sts.assume_role_calls()) == 1
 
 
@@ -333,41 +365,6 @@ def test_no_secret_reaches_the_logs(client: Client, caplog: pytest.LogCaptureFix
         assert secret not in logged
 
 
-def _credentials(minutes: int) -> AwsCredentials:
-    return AwsCredentials("ASIAX", "s", "t", utcnow() + dt.timedelta(minutes=minutes))
-
-
-def test_cache_is_bounded_least_recently_used_first() -> None:
-    cache = CredentialCache(size=2)
-    fetched: list[str] = []
-
-    def fetch(key: str):
-        return lambda: fetched.append(key) or _credentials(60)
-
-    need, margin = dt.timedelta(minutes=5), dt.timedelta(minutes=15)
-    for key in ("a", "b", "a", "c", "a", "b"):
-        cache.obtain(key, need, margin, fetch(key))
-    # a, b fetched; a hit; c evicts b (least recently used); a hit; b fetched again
-    assert fetched == ["a", "b", "c", "b"]
-
-
-def test_cache_refreshes_ahead_and_falls_back_only_while_still_valid() -> None:
-    cache = CredentialCache(size=10)
-    need, margin = dt.timedelta(minutes=30), dt.timedelta(minutes=15)
-    cache.obtain("k", need, margin, lambda: _credentials(40))  # under need + margin
-    fresh = cache.obtain("k", need, margin, lambda: _credentials(60))
-    assert fresh.remaining() > dt.timedelta(minutes=59)  # refreshed ahead of time
-
-    def down():
-        raise Unavailable("STS is down")
-
-    cache.obtain("short", need, margin, lambda: _credentials(40))
-    assert cache.obtain("short", need, margin, down).remaining() > need  # still good: served
-    cache.obtain("expiring", need, margin, lambda: _credentials(20))
-    with pytest.raises(Unavailable):
-        cache.obtain("expiring", need, margin, down)  # too short for the caller: fail closed
-
-
 @pytest.mark.parametrize(("path", "status"), [
     ("/account", 200),
     ("/account/prod/admin", 200),
@@ -383,3 +380,20 @@ def test_every_afp_answer_names_the_user(client: Client, signin: FakeSignin, pat
     assert answer.status_code == status
     assert answer.headers["X-Username"] == "alice"
     assert "X-Username" not in client.get(path).headers  # nobody identified: nobody named
+
+
+@pytest.mark.parametrize("key", ["not base64!", base64.b64encode(b"16 bytes only...").decode()])
+def test_a_cache_key_that_is_not_32_bytes_stops_startup(make_client, key: str) -> None:
+    with pytest.raises(ConfigError, match=r"cache_key.*base64 of 32 random bytes"):
+        make_client(aws_sts=f'cache_key = "{key}"')
+
+
+def test_the_generated_cache_key_is_private_to_the_broker(
+        tmp_path: Path, sts: FaultProxy, signin: FakeSignin, password_hash: str,
+        container_key: tuple[str, str]) -> None:
+    config = write_aws_config(tmp_path, sts, signin, password_hash, container_key, sql="")
+    client = Client(make_app(Broker.from_config(config)))
+    assert client.get("/account/prod/admin/credentials", auth=ALICE).status_code == 200
+    key_path = tmp_path / "data" / "aws-cache.key"
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    assert len(base64.b64decode(key_path.read_bytes())) == 32

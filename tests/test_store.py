@@ -5,43 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from credenza.config import Config
 from credenza.errors import ConfigError, Unavailable
 from credenza.models import TokenQuery, TokenRecord, utcnow
 from credenza.plugins.sql import SqlTokenStore, schema_version
 from credenza.secrets import new_token_id
 from tests.pg_fixtures import Postgres
-
-
-def make_store(url: str | None, data_dir: Path) -> SqlTokenStore:
-    table = {"credenza": {"data_dir": str(data_dir), "plugins": ["sql"]},
-             "plugins": {"sql": {"url": url} if url else {}}}
-    config = Config.from_mapping(table)
-    store = SqlTokenStore(config.section("sql"))
-    store.credenza_token_store(config)
-    return store
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str | None, Path]]:
-    if request.param == "postgresql":
-        postgres: Postgres = request.getfixturevalue("postgres")
-        yield postgres.database(), tmp_path
-    else:
-        yield None, tmp_path  # the default: a SQLite file in the data directory
-
-
-@pytest.fixture
-def store(backend: tuple[str | None, Path]) -> Iterator[SqlTokenStore]:
-    made = make_store(*backend)
-    yield made
-    made.close()
+from tests.store_fixtures import make_store
 
 
 def record(consumer: str = "app", provider: str = "bot", minutes: int = 60,
@@ -114,15 +88,32 @@ def test_schema_is_versioned_and_migrations_are_idempotent(
         backend: tuple[str | None, Path]) -> None:
     first = make_store(*backend)
     first.add(record())
-    assert first.migrate() == 1
+    assert first.migrate() == 2
     second = make_store(*backend)  # a second replica or a restart: nothing to do, nothing lost
     assert len(second.token_ids("app", "bot")) == 1
     with second.engine.begin() as conn:
         conn.execute(schema_version.insert().values(version=99))
-    with pytest.raises(ConfigError, match="has schema version 99; this credenza knows up to 1"):
+    with pytest.raises(ConfigError, match="has schema version 99; this credenza knows up to 2"):
         second.migrate()
     first.close()
     second.close()
+
+
+def test_a_version_1_store_gains_the_shared_cache_and_keeps_its_tokens(
+        backend: tuple[str | None, Path]) -> None:
+    old = make_store(*backend)
+    kept = record()
+    old.add(kept)
+    with old.engine.begin() as conn:  # as the previous release left it
+        conn.execute(sa.text("DROP TABLE credenza_cache"))
+        conn.execute(schema_version.delete().where(schema_version.c.version == 2))
+    old.close()
+    upgraded = make_store(*backend)
+    assert upgraded.get(kept.token_id) == kept
+    key = hashlib.sha256(b"k").digest()
+    upgraded.cache_put(key, b"sealed", utcnow() + dt.timedelta(hours=1), "me")
+    assert upgraded.cache_get(key) == b"sealed"
+    upgraded.close()
 
 
 def test_concurrent_writers_lose_nothing(backend: tuple[str | None, Path]) -> None:
