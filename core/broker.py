@@ -65,7 +65,7 @@ class Broker:
         self.api_keys = ApiKeys(self)
         #: OAuth grants, introspection and revocation for this broker's own API
         self.oauth = OAuth(self)
-        self._hook.credenza_startup(store=store)
+        self._hook.credenza_startup(broker=self)
 
     @classmethod
     def from_config(

@@ -32,6 +32,7 @@ from credenza.markers import hookspec
 if TYPE_CHECKING:
     import click
 
+    from credenza.broker import Broker
     from credenza.config import Config
     from credenza.models import (
         Account,
@@ -354,22 +355,25 @@ def credenza_token_store(config: Config) -> TokenStore | None:
 
 
 @hookspec
-def credenza_startup(store: TokenStore | None) -> None:
-    """The broker is assembled: take what the plugin shares with others.
+def credenza_startup(broker: Broker) -> None:
+    """The broker is assembled: take what the plugin needs from the rest of it.
 
-    :param store: the token store (``None`` without one). A store that also implements
-        :class:`credenza.models.SharedCache` (the ``sql`` plugin's does) lets a plugin share
-        what it caches with every worker and replica using the same store, as ``aws-sts``
-        shares AWS credentials through :class:`credenza.sharedcache.TieredCache`.
+    :param broker: the broker, before its first request. Its token store
+        (``broker.tokens.store`` when ``broker.tokens.enabled``) may also implement
+        :class:`credenza.models.SharedCache` (the ``sql`` plugin's does), through which a plugin
+        shares what it caches with every worker and replica using the same store, as ``aws-sts``
+        shares AWS credentials (:class:`credenza.sharedcache.TieredCache`).
+        ``broker.tokens.sign`` signs a token of another plugin's provider for the plugin to
+        present itself, as ``aws-sts`` does for STS in web-identity mode.
 
-    Every implementation is called, once, when the broker is built, before any request. Raise
-    :class:`credenza.errors.ConfigError` for a combination of settings that cannot work.
-    Example::
+    Every implementation is called, once, when the broker is built. Raise
+    :class:`credenza.errors.ConfigError` for settings that cannot work with the rest of the
+    configuration: the broker does not start. Example::
 
         @hookimpl
-        def credenza_startup(store):
-            if isinstance(store, SharedCache):
-                self.cache.share(store, self.cache_key)
+        def credenza_startup(broker):
+            if broker.tokens.enabled and isinstance(broker.tokens.store, SharedCache):
+                self.cache.share(broker.tokens.store, self.cache_key)
     """
 
 

@@ -369,6 +369,9 @@ class TokenSpec:
     consumer_type: str = "custom"
     consumer_id: str | None = None
     include_short_token: bool = False
+    #: for a provider whose tokens only the broker presents (``internal``), never set from a
+    #: request: such a provider refuses every spec without it
+    internal: bool = False
 
 
 @attrs.frozen

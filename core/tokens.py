@@ -116,13 +116,23 @@ class TokenLifecycle:
         :raises NotFound: no enabled plugin has that provider.
         """
         store = self.store
-        token = self._hook.credenza_issue_token(principal=principal, spec=spec)
-        if token is None:
-            raise NotFound(f"unknown credential provider {spec.provider!r}")
+        token = self.sign(principal, spec)
         store.add(token.record)
         self._broker.notify_issued(IssuedEvent(
             principal, GrantKind.TOKEN, token.record.provider, token_id=token.record.token_id,
             expires_at=token.record.expires_at))
+        return token
+
+    def sign(self, principal: Principal, spec: TokenSpec) -> IssuedToken:
+        """A token of ``spec`` signed by the plugin of its provider, neither recorded nor
+        announced: :meth:`issue` records what it hands out; the broker presents tokens of
+        ``spec.internal`` providers itself (aws-sts's web identity) and never hands them out.
+
+        :raises NotFound: no enabled plugin has that provider.
+        """
+        token = self._hook.credenza_issue_token(principal=principal, spec=spec)
+        if token is None:
+            raise NotFound(f"unknown credential provider {spec.provider!r}")
         return token
 
     def resign(self, record: TokenRecord) -> IssuedToken:

@@ -1,12 +1,21 @@
-"""Plugin ``aws-sts``: AWS credentials by STS AssumeRole, and console sign-in URLs.
+"""Plugin ``aws-sts``: AWS credentials from STS, and console sign-in URLs.
+
+Two modes: ``assume-role`` calls AssumeRole with the broker's own AWS credentials;
+``web-identity`` calls AssumeRoleWithWebIdentity with a token the broker signs for the caller
+(the jwt plugin's ``internal`` provider), holding no AWS keys: IAM trusts the broker as an OIDC
+provider (docs/aws.md has the IAM side).
 
 Settings (``[plugins.aws-sts]``):
+
+``mode``, ``web_identity_provider``, ``web_identity_audience``
+    ``assume-role`` (default) or ``web-identity``; the jwt provider that signs web identity
+    tokens (default ``aws``) and their audience (default ``sts.amazonaws.com``).
 
 ``region``, ``endpoint_url``
     Where STS is (default ``us-east-1`` and the regional endpoint).
 ``access_key_id``, ``secret_access_key``
     The broker's own credentials (``env:``/``file:`` references); without them, boto3's default
-    chain (environment, profile, instance role).
+    chain (environment, profile, instance role). Not in web-identity mode.
 ``source_identity``
     Set SourceIdentity to the caller's name (sanitised like the session name); default false.
 ``[plugins.aws-sts.session_tags]``
@@ -40,12 +49,19 @@ import json
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from credenza.config import Section
-from credenza.errors import BadRequest, Forbidden, NotConfigured, Unavailable
+from credenza.errors import (
+    BadRequest,
+    CredenzaError,
+    Forbidden,
+    NotConfigured,
+    NotFound,
+    Unavailable,
+)
 from credenza.health import HealthProbe
 from credenza.logsafety import drop_credential_debug_logs
 from credenza.markers import hookimpl
@@ -57,7 +73,7 @@ from credenza.models import (
     Health,
     Principal,
     SharedCache,
-    TokenStore,
+    TokenSpec,
 )
 from credenza.secrets import key_file
 from credenza.settings import read, setting
@@ -70,6 +86,10 @@ try:
     import urllib3
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(f"plugin aws-sts needs boto3: pip install 'credenza[aws]' ({exc})") from exc
+
+if TYPE_CHECKING:
+    from credenza.broker import Broker
+    from credenza.tokens import TokenLifecycle
 
 NAME = "aws-sts"
 
@@ -223,6 +243,14 @@ class AwsStsSettings:
     callback_urls: tuple[str, ...] = setting(
         "https URL prefixes a callbackurl may start with to become the console's Issuer "
         "(anything else is 400)", ())
+    mode: str = setting("assume-role: AssumeRole with the broker's own AWS credentials; "
+                        "web-identity: AssumeRoleWithWebIdentity with a token the broker signs "
+                        "for the caller (no AWS keys in the broker)", "assume-role",
+                        choices=("assume-role", "web-identity"))
+    web_identity_provider: str = setting("The jwt plugin's provider (internal = true) that "
+                                         "signs the web identity tokens", "aws")
+    web_identity_audience: str = setting("Their aud: a client ID of the OIDC provider in IAM",
+                                         "sts.amazonaws.com")
 
 
 def _cache_key(section: Section, configured: str | None) -> Callable[[], bytes]:
@@ -239,8 +267,69 @@ def _cache_key(section: Section, configured: str | None) -> Callable[[], bytes]:
     return lambda: key
 
 
+class WebIdentity:
+    """The tokens of web-identity mode: signed by the jwt plugin's internal provider, for STS.
+
+    IAM trusts the broker as an OIDC provider: it fetches the discovery document at the token's
+    ``iss`` over https, then the JWKS it names, and checks ``aud`` against the provider's client
+    IDs; the role's trust policy decides which ``sub`` (caller) may assume it.
+    """
+
+    def __init__(self, section: Section, provider: str, audience: str) -> None:
+        self.section = section
+        self.provider = provider
+        self.audience = audience
+        self.issuer = ""
+        self._tokens: TokenLifecycle | None = None
+
+    def start(self, tokens: TokenLifecycle) -> None:
+        """Check, by signing a throwaway token, that every call will get its token.
+
+        :raises ConfigError: naming ``web_identity_provider`` and what is missing.
+        """
+        self.issuer = tokens.issuer() or ""
+        if not self.issuer.startswith("https://"):
+            raise self.section.error("web_identity_provider", "IAM fetches the discovery "
+                                     "document of the token's issuer over https: set [plugins."
+                                     f"jwt] issuer to this broker's https URL, not {self.issuer!r}")
+        self._tokens = tokens
+        try:
+            self.token(Principal("credenza-startup-check", source=NAME), {}, None)
+        except NotFound:
+            raise self.section.error(
+                "web_identity_provider", f"the jwt plugin has no provider {self.provider!r}: "
+                f"declare [plugins.jwt.providers.{self.provider}] with internal = true and "
+                f"audiences = [\"{self.audience}\"]") from None
+        except CredenzaError as exc:
+            raise self.section.error(
+                "web_identity_provider", f"provider {self.provider!r} cannot sign tokens for "
+                f"{self.audience!r} with issuer {self.issuer!r}: {exc.detail}") from None
+
+    def token(self, principal: Principal, tags: Mapping[str, str],
+              source_identity: str | None) -> str:
+        """A web identity token for ``principal``, with session tags and source identity in
+        the claims where IAM reads them."""
+        assert self._tokens is not None, "started by credenza_startup"
+        claims: dict[str, Any] = {}
+        if tags:
+            claims[TAGS_CLAIM] = {"principal_tags": {key: [value] for key, value in tags.items()},
+                                  "transitive_tag_keys": []}
+        if source_identity:
+            claims[SOURCE_IDENTITY_CLAIM] = source_identity
+        spec = TokenSpec(self.provider, principal.name, {self.audience}, issuer=self.issuer,
+                         custom_claims=claims, consumer_type=principal.kind,
+                         consumer_id=principal.name, internal=True)
+        return self._tokens.sign(principal, spec).value
+
+
+#: where IAM reads session tags and the source identity in a web identity token
+TAGS_CLAIM = "https://aws.amazon.com/tags"
+SOURCE_IDENTITY_CLAIM = "https://aws.amazon.com/source_identity"
+
+
 class AwsSts:
-    """Issues AWS credentials through STS AssumeRole and makes console sign-in URLs."""
+    """Issues AWS credentials through STS (AssumeRole, or AssumeRoleWithWebIdentity with a token
+    the broker signs) and makes console sign-in URLs."""
 
     settings = AwsStsSettings
 
@@ -253,6 +342,12 @@ class AwsSts:
         if (access_key is None) != (secret_key is None):
             raise section.error("access_key_id", "give both access_key_id and "
                                 "secret_access_key, or neither (boto3's default chain)")
+        self.web_identity = WebIdentity(section, settings.web_identity_provider,
+                                        settings.web_identity_audience) \
+            if settings.mode == "web-identity" else None
+        if self.web_identity and access_key:
+            raise section.error("access_key_id", "not used in web-identity mode: the broker "
+                                "signs a token for each call instead of holding AWS keys")
         self.source_identity = settings.source_identity
         self.session_tags = dict(settings.session_tags)
         self.max_attempts = settings.max_attempts
@@ -270,17 +365,30 @@ class AwsSts:
         retrying = botocore.config.Config(
             retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             connect_timeout=timeout, read_timeout=timeout,
+            # AssumeRoleWithWebIdentity is the one call that needs no AWS signature.
+            signature_version=botocore.UNSIGNED if self.web_identity else None,
         )
         self.sts = session.client("sts", endpoint_url=self.endpoint_url, config=retrying)
         self.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout),
                                         retries=False)
-        self.health = HealthProbe("sts", lambda: self._call("GetCallerIdentity",
-                                                             self.sts.get_caller_identity))
+        self.health = HealthProbe("sts", self._reach_sts if self.web_identity else
+                                  lambda: self._call("GetCallerIdentity",
+                                                     self.sts.get_caller_identity))
 
     @hookimpl
-    def credenza_startup(self, store: TokenStore | None) -> None:
+    def credenza_startup(self, broker: Broker) -> None:
+        store = broker.tokens.store if broker.tokens.enabled else None
         if isinstance(store, SharedCache) and self.cache.size:
             self.cache.share(store, self._cache_key())
+        if self.web_identity:
+            self.web_identity.start(broker.tokens)
+
+    def _reach_sts(self) -> None:
+        """Without AWS keys there is nothing to ask STS: check that it answers at all."""
+        try:
+            self.http.request("GET", self.sts.meta.endpoint_url)
+        except urllib3.exceptions.HTTPError as exc:
+            raise Unavailable(f"cannot reach STS: {type(exc).__name__}", retry_after=10) from None
 
     # -- credentials ----------------------------------------------------------------------------
 
@@ -300,17 +408,27 @@ class AwsSts:
                      duration: int) -> AwsCredentials:
         params: dict[str, Any] = {"RoleArn": arn, "RoleSessionName": session_name(principal.name),
                                   "DurationSeconds": duration}
-        if account.external_id:
+        if account.external_id and not self.web_identity:
             params["ExternalId"] = account.external_id
         if self.source_identity:
             params["SourceIdentity"] = session_name(principal.name)
-        tags = [{"Key": key, "Value": _TAG_VALUE_CHAR.sub("-", str(value))[:256]}
+        tags = {key: _TAG_VALUE_CHAR.sub("-", str(value))[:256]
                 for key, attribute in sorted(self.session_tags.items())
-                if (value := principal.attributes.get(attribute)) not in (None, "")]
-        if tags:
-            params["Tags"] = tags
+                if (value := principal.attributes.get(attribute)) not in (None, "")}
+        if self.web_identity:
+            if account.external_id:
+                raise NotConfigured(f"account {account.name!r} has an external_id, which "
+                                    "AssumeRoleWithWebIdentity cannot send: remove it, and name "
+                                    "the callers in the role's trust policy (sub) instead")
+            params["WebIdentityToken"] = self.web_identity.token(
+                principal, tags, params.pop("SourceIdentity", None))
+            call, action = self.sts.assume_role_with_web_identity, "AssumeRoleWithWebIdentity"
+        else:
+            if tags:
+                params["Tags"] = [{"Key": key, "Value": value} for key, value in tags.items()]
+            call, action = self.sts.assume_role, "AssumeRole"
         try:
-            response = self._call(f"AssumeRole {arn}", lambda: self.sts.assume_role(**params))
+            response = self._call(f"{action} {arn}", lambda: call(**params))
         except Unavailable as exc:
             self.health.failed(exc.detail)  # /status shows what this request ran into
             raise

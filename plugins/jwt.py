@@ -27,7 +27,7 @@ Settings (``[plugins.jwt]``):
     One credential provider: ``issuers`` (allowlist, the first is the default), ``audiences``
     (allowed; empty allows any unreserved one), ``default_lifetime_seconds``,
     ``max_lifetime_seconds``, ``algorithm`` (``ES256`` default, ``RS256``, ``EdDSA``),
-    ``identity`` (default false; see below).
+    ``identity`` (default false; see below), ``internal`` (default false: see below).
 
 An identity provider (``identity = true``) issues the JWTs this broker's own clients hold: its
 tokens identify their subject, as a user, on this broker's API (``credenza login`` turns an API
@@ -35,6 +35,11 @@ token into them). Because such a token is as good as its subject's password, an 
 provider needs an ``audiences`` allowlist (the client ids), which no other provider may issue
 for, and it only issues tokens whose subject is the caller itself. The audiences of access tokens
 (``api_audiences``) are likewise never issued by a provider.
+
+An internal provider (``internal = true``) signs tokens only for the broker to present itself,
+such as the web identity ``aws-sts`` sends to STS (``AssumeRoleWithWebIdentity``): no token API
+issues them, they are not recorded, and no other provider may issue for its audiences, since a
+token STS accepts is as good as the AWS credentials it buys.
 
 Keys rotate through three states: ``next`` (published in the JWKS, not signing yet), ``active``
 (signing) and ``retiring`` (published until the last token it signed has expired); the key ring
@@ -99,6 +104,7 @@ class Provider:
     max_lifetime: int
     algorithm: str
     identity: bool = False
+    internal: bool = False
 
     @classmethod
     def from_settings(cls, identifier: str, settings: ProviderSettings, default_issuer: str,
@@ -117,11 +123,20 @@ class Provider:
             max_lifetime=max_lifetime,
             algorithm=settings.algorithm,
             identity=settings.identity,
+            internal=settings.internal,
         )
         if provider.identity and not provider.audiences:
             raise section.error("identity", "an identity provider needs an audiences allowlist: "
                                 "its tokens identify their subject on this broker")
+        if provider.internal and (provider.identity or not provider.audiences):
+            raise section.error("internal", "an internal provider needs an audiences allowlist "
+                                "and cannot be an identity provider")
         return provider
+
+    @property
+    def kind(self) -> str:
+        """``identity``, ``internal`` or ``""``: the kinds that own their audiences."""
+        return "identity" if self.identity else "internal" if self.internal else ""
 
 
 @attrs.frozen
@@ -138,6 +153,9 @@ class ProviderSettings:
         default_text="3600, or max_lifetime_seconds when smaller")
     algorithm: str = setting("The signature algorithm", "ES256", choices=ALGORITHMS)
     identity: bool = setting("Its tokens identify their subject on this broker's API (needs "
+                             "an audiences allowlist)", False)
+    internal: bool = setting("Its tokens are signed only for the broker to present itself "
+                             "(aws-sts web identity): the token APIs never issue them (needs "
                              "an audiences allowlist)", False)
 
 
@@ -192,6 +210,9 @@ class JwtIssuer:
         # audience -> the identity provider it belongs to
         self.identity_audiences = {audience: name for name, provider in self.providers.items()
                                    if provider.identity for audience in provider.audiences}
+        # audience -> the identity or internal provider it belongs to: no other issues for it
+        self.owned_audiences = {audience: name for name, provider in self.providers.items()
+                                if provider.kind for audience in provider.audiences}
         for name, provider in self.providers.items():
             for audience in provider.audiences:
                 if self._reserved(audience):
@@ -199,10 +220,11 @@ class JwtIssuer:
                 if audience in self.api_audiences:
                     raise providers.error(name, f"audience {audience!r} is one of api_audiences, "
                                                 "which only access tokens have")
-                owner = self.identity_audiences.get(audience, name)
+                owner = self.owned_audiences.get(audience, name)
                 if owner != name:
-                    raise providers.error(name, f"audience {audience!r} belongs to identity "
-                                                f"provider {owner!r}")
+                    raise providers.error(name, f"audience {audience!r} belongs to "
+                                                f"{self.providers[owner].kind} provider "
+                                                f"{owner!r}")
         self.keyring = Keyring(key_dir, {p.algorithm for p in self.providers.values()} | {"ES256"})
 
     def _reserved(self, audience: str) -> bool:
@@ -238,9 +260,10 @@ class JwtIssuer:
             if audience in self.api_audiences:
                 raise BadRequest(f"audience {audience!r} is reserved for this broker's access "
                                  "tokens")
-            owner = self.identity_audiences.get(audience, provider.identifier)
+            owner = self.owned_audiences.get(audience, provider.identifier)
             if owner != provider.identifier:
-                raise BadRequest(f"audience {audience!r} belongs to identity provider {owner!r}")
+                raise BadRequest(f"audience {audience!r} belongs to "
+                                 f"{self.providers[owner].kind} provider {owner!r}")
             if provider.audiences and audience not in provider.audiences:
                 raise BadRequest(f"audience {audience!r} is not allowed for provider "
                                  f"{provider.identifier!r}")
@@ -275,6 +298,10 @@ class JwtIssuer:
         provider = self.providers.get(spec.provider)
         if provider is None:
             return None
+        if provider.internal != spec.internal:
+            raise Forbidden(f"provider {provider.identifier!r} signs tokens only for the broker "
+                            "itself" if provider.internal else
+                            f"provider {provider.identifier!r} is not internal = true")
         claims, issued, expires = self._spec_claims(principal, spec, provider)
         token_id = new_token_id("at")
         claims["jti"] = token_id

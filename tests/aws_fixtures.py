@@ -42,6 +42,8 @@ class FaultProxy:
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.calls: list[dict[str, str]] = []
+        #: for each call, whether it carried an AWS signature
+        self.signed: list[bool] = []
         self.mode = "pass"
         self.delay = 0.0
         self._lock = threading.Lock()
@@ -53,6 +55,7 @@ class FaultProxy:
                 params = dict(urllib.parse.parse_qsl(body.decode()))
                 with proxy._lock:
                     proxy.calls.append(params)
+                    proxy.signed.append("Authorization" in self.headers)
                     mode, delay = proxy.mode, proxy.delay
                 time.sleep(delay)
                 if mode == "hang":
@@ -81,6 +84,7 @@ class FaultProxy:
         """Back to forwarding everything, with no calls recorded."""
         with self._lock:
             self.calls.clear()
+            self.signed.clear()
             self.mode, self.delay = "pass", 0.0
 
     def assume_role_calls(self) -> list[dict[str, str]]:

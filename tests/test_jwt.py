@@ -321,8 +321,9 @@ def test_discovery_names_this_issuer_and_its_endpoints(broker: Broker) -> None:
     discovery = Client(make_app(broker)).get("/.well-known/openid-configuration",
                                              base_url="https://credenza.example").get_json()
     assert discovery["issuer"] == ISSUER
-    assert discovery["jwks_uri"] == "https://credenza.example/.well-known/jwks.json"
-    assert discovery["token_endpoint"] == "https://credenza.example/oauth2/token"
+    # under the issuer, not the URL the request came in on (a proxy may have rewritten it)
+    assert discovery["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
+    assert discovery["token_endpoint"] == f"{ISSUER}/oauth2/token"
     assert discovery["grant_types_supported"] == sorted(
         ["client_credentials", "refresh_token",
          "urn:ietf:params:oauth:grant-type:token-exchange"])

@@ -227,9 +227,15 @@ def jwks(ctx: RequestContext) -> Response:
 
 
 def openid_configuration(ctx: RequestContext) -> Response:
-    """Discovery (RFC 8414 / OpenID Connect Discovery) for this broker's issuer."""
-    base = ctx.request.host_url.rstrip("/")
-    issuer = ctx.broker.tokens.issuer() or base
+    """Discovery (RFC 8414 / OpenID Connect Discovery) for this broker's issuer.
+
+    The endpoints are under the issuer when it is an https URL: that is where a relying party
+    (IAM, for web identity) found this document, even when a TLS-terminating proxy made the
+    request reach the broker under another scheme or name."""
+    issuer = ctx.broker.tokens.issuer()
+    base = issuer.rstrip("/") if issuer and issuer.startswith("https://") else \
+        ctx.request.host_url.rstrip("/")
+    issuer = issuer or base
     return json_response({
         "issuer": issuer,
         "jwks_uri": f"{base}/.well-known/jwks.json",
