@@ -25,7 +25,8 @@ Settings (``[plugins.aws-sts]``):
     store that is a :class:`~credenza.models.SharedCache`, they are shared through it, sealed
     with ``cache_key`` (default: a key generated into the data directory).
 ``refresh_before_seconds``
-    Refresh cached credentials this long before they no longer satisfy a caller (default 900).
+    Refresh cached credentials this long before they no longer satisfy a caller (default 900;
+    a quarter of their duration when that is shorter).
 ``max_attempts``, ``timeout_seconds``
     STS retries (botocore's standard mode: backoff with jitter on throttling and 5xx) and
     connect/read timeout per attempt.
@@ -231,7 +232,8 @@ class AwsStsSettings:
         "(AES-256-GCM); every replica needs the same", None, secret=True,
         default_text="a key generated into DATA_DIR/aws-cache.key")
     refresh_before_seconds: int = setting("Refresh cached credentials this long before they "
-                                          "no longer satisfy a caller", 900, min=0, max=3600)
+                                          "no longer satisfy a caller (at most a quarter of "
+                                          "their duration)", 900, min=0, max=3600)
     max_attempts: int = setting("STS tries per request (backoff with jitter on throttling and "
                                 "5xx)", 4, min=1, max=10)
     timeout_seconds: int = setting("Connect and read timeout of each STS attempt", 5, min=1,
@@ -401,7 +403,10 @@ class AwsSts:
                              f"{account.max_duration} s for account {account.name!r}")
         arn = role_arn(account, grant.role or "")
         key = ("aws-sts", principal.source, principal.name, arn, str(duration))
-        return self.cache.obtain(key, options.min_remaining, self.refresh_margin,
+        # Credentials shorter than the margin would never be served twice: refresh those when
+        # a quarter of their life is left.
+        margin = min(self.refresh_margin, dt.timedelta(seconds=duration) / 4)
+        return self.cache.obtain(key, options.min_remaining, margin,
                                  lambda: self._assume_role(principal, account, arn, duration))
 
     def _assume_role(self, principal: Principal, account: Account, arn: str,

@@ -118,6 +118,14 @@ def test_cache_serves_repeats_and_refreshes_for_a_longer_need(client: Client,
     assert len(sts.assume_role_calls()) == 2
 
 
+def test_short_credentials_are_served_again(client: Client, sts: FaultProxy) -> None:
+    """900 s credentials never outlived the 900 s refresh margin: every request called STS."""
+    url = "/account/prod/admin/credentials?duration=900"
+    first, second = (client.get(url, auth=ALICE).get_json() for _ in range(2))
+    assert first["AccessKeyId"] == second["AccessKeyId"]
+    assert len(sts.assume_role_calls()) == 1
+
+
 def test_single_flight_many_concurrent_requests_cause_one_sts_call(client: Client,
                                                                     sts: FaultProxy) -> None:
     sts.delay = 0.3  # every concurrent request arrives while the first is in flight

@@ -31,16 +31,10 @@ from credenza.wsgi import make_app
 from tests.aws_fixtures import FakeSignin, FaultProxy, write_aws_config
 from tests.conftest import make_api_token, running_server
 from tests.test_aws_clients import afp, boto3_default_chain, check_with_moto
-from tests.test_client_aws import credenza
+from tests.test_client_aws import CLIENT, credenza
+from tests.test_client_aws import JWT as JWT_WITHOUT_AWS  # the issuer and the CLI's provider
 
 ISSUER = "https://credenza.test"
-CLIENT = "credenza-cli"
-JWT_WITHOUT_AWS = f"""
-issuer = "{ISSUER}"
-[plugins.jwt.providers.cli]
-audiences = ["{CLIENT}"]
-identity = true
-"""
 JWT = JWT_WITHOUT_AWS + """
 [plugins.jwt.providers.aws]
 internal = true
