@@ -162,7 +162,7 @@ def test_example_aws_configuration_checks() -> None:
     example = Path(__file__).resolve().parent.parent / "examples" / "aws.toml"
     result = run_cli("config", "check", str(example))
     assert result.returncode == 0, result.stderr
-    assert "OK (plugins: static, aws-sts;" in result.stdout
+    assert "OK (plugins: static, sql, aws-sts;" in result.stdout
 
 
 def test_a_table_for_a_plugin_that_is_not_enabled_is_an_error(tmp_path: Path) -> None:
