@@ -109,8 +109,12 @@ class IdentityRequest:
         elif scheme.lower() == "bearer":
             bearer = param.strip() or None
         elif authorization and " " not in authorization and api_key is None:
-            # A bare token, as AWS SDKs send AWS_CONTAINER_AUTHORIZATION_TOKEN: an API key.
-            api_key = authorization
+            # A bare token, as AWS SDKs send AWS_CONTAINER_AUTHORIZATION_TOKEN: a JWT (a
+            # workload's OIDC token, a token of this broker) is a bearer token, else an API key.
+            if authorization.startswith("eyJ") and authorization.count(".") == 2:
+                bearer = authorization
+            else:
+                api_key = authorization
         return cls(
             environ=environ,
             remote_addr=environ.get("REMOTE_ADDR"),

@@ -63,6 +63,7 @@ import jwt
 
 from credenza.config import Section
 from credenza.errors import BadRequest, Forbidden, InvalidScope, Unauthenticated, Unavailable
+from credenza.jwtcheck import check_size, checked_claims
 from credenza.keyring import ALGORITHMS, Keyring, b64url
 from credenza.markers import hookimpl
 from credenza.models import (
@@ -84,7 +85,6 @@ from credenza.secrets import key_file, new_token_id
 from credenza.settings import read, setting
 
 NAME = "jwt"
-MAX_TOKEN_BYTES = 8192
 
 
 def _audience_claim(audiences: Iterable[str]) -> str | list[str]:
@@ -370,8 +370,7 @@ class JwtIssuer:
 
     def verify_external(self, token: str, issuer: str) -> dict[str, Any]:
         """Claims of a token from a trusted external issuer, checked against its JWKS."""
-        if len(token) > MAX_TOKEN_BYTES:
-            raise Unauthenticated(f"token is longer than {MAX_TOKEN_BYTES} bytes")
+        check_size(token)
         try:
             key = self.trusted[issuer].get_signing_key_from_jwt(token)
         except jwt.PyJWKClientConnectionError:
@@ -380,14 +379,9 @@ class JwtIssuer:
             raise Unauthenticated("token signed with a key its issuer does not publish") from None
         if key.algorithm_name not in ALGORITHMS:
             raise Unauthenticated(f"algorithm {key.algorithm_name} is not accepted")
-        try:
-            claims = jwt.decode(token, key.key, algorithms=[key.algorithm_name], issuer=issuer,
-                                audience=sorted({self.issuer, *self.api_audiences}),
-                                leeway=self.leeway, options={"require": ["exp", "iss", "sub"]})
-        except jwt.InvalidAudienceError:
-            raise Unauthenticated("token is not meant for this broker") from None
-        except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
+        claims = checked_claims(token, key.key, key.algorithm_name, issuer=issuer,
+                                audiences=sorted({self.issuer, *self.api_audiences}),
+                                leeway=self.leeway, require=("exp", "iss", "sub"))
         return {**claims, EXTERNAL_CLAIM: True}
 
     def verify(self, token: str, audiences: Iterable[str] | None = None) -> dict[str, Any]:
@@ -395,8 +389,7 @@ class JwtIssuer:
 
         :raises Unauthenticated: saying what is wrong (nothing about the key material).
         """
-        if len(token) > MAX_TOKEN_BYTES:
-            raise Unauthenticated(f"token is longer than {MAX_TOKEN_BYTES} bytes")
+        check_size(token)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -404,22 +397,8 @@ class JwtIssuer:
         key = self.keyring.by_kid(str(header.get("kid", "")))
         if key is None:
             raise Unauthenticated("token signed with an unknown key")
-        try:
-            claims = jwt.decode(
-                token, key.private.public_key(), algorithms=[key.alg],
-                audience=list(audiences) if audiences is not None else None,
-                leeway=self.leeway,
-                options={"require": ["exp", "iat", "iss", "sub", "jti"],
-                         "verify_aud": audiences is not None},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise Unauthenticated("token is not valid yet") from None
-        except jwt.InvalidAudienceError:
-            raise Unauthenticated("token is not meant for this audience") from None
-        except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
+        claims = checked_claims(token, key.private.public_key(), key.alg, audiences=audiences,
+                                leeway=self.leeway, require=("exp", "iat", "iss", "sub", "jti"))
         allowed_issuers = {self.issuer} | {i for p in self.providers.values() for i in p.issuers}
         if claims.get("iss") not in allowed_issuers:
             raise Unauthenticated("token has an unknown issuer")

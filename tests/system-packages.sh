@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # What the tests need from Debian besides Python packages: slapd (LDAP tests), PostgreSQL
-# (token store tests) and curl (the documented commands are run as written).
+# (token store tests), curl and jq (the documented commands are run as written).
 # Installed when missing (as root: apt-get works as it is on these machines).
 set -euo pipefail
 missing=()
 [ -x /usr/sbin/slapd ] && command -v slappasswd >/dev/null || missing+=(slapd ldap-utils)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v curl >/dev/null || missing+=(curl)
+command -v jq >/dev/null || missing+=(jq)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "the tests need these Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2
