@@ -45,9 +45,17 @@ import requests
 from credenza.config import Section
 from credenza.errors import ConfigError, Unauthenticated, Unavailable
 from credenza.grantmap import parse_pair
+from credenza.health import HealthProbe
 from credenza.jwtcheck import check_size, checked_claims
 from credenza.markers import hookimpl
-from credenza.models import EXTERNAL_CLAIM, PRINCIPAL_KINDS, Grant, IdentityRequest, Principal
+from credenza.models import (
+    EXTERNAL_CLAIM,
+    PRINCIPAL_KINDS,
+    Grant,
+    Health,
+    IdentityRequest,
+    Principal,
+)
 from credenza.settings import read, setting
 
 NAME = "oidc"
@@ -225,6 +233,8 @@ class IssuerKeys:
         self._refreshed_for_unknown_at: float | None = None
         self._lock = threading.Lock()
         self._http = requests.Session()
+        # /status: fetches the keys only when none are cached; a failed fetch shows at once
+        self.health = HealthProbe(f"oidc {name}", self.ensure)
 
     def key(self, kid: str) -> jwt.PyJWK:
         """The key ``kid`` names.
@@ -233,21 +243,35 @@ class IssuerKeys:
         :raises Unauthenticated: the issuer does not publish ``kid``.
         """
         keys = self._keys
-        if keys is None or self.clock() - self._fetched_at >= self.cache_seconds \
-                or kid not in keys:
-            with self._lock:
-                keys = self._refreshed(kid)
+        if keys is None or self._expired() or kid not in keys:
+            keys = self._refresh(kid)
         key = keys.get(kid)
         if key is None:
             raise Unauthenticated(f"token signed with key {kid[:64]!r}, which issuer "
                                   f"{self.name} does not publish")
         return key
 
-    def _refreshed(self, kid: str) -> dict[str, jwt.PyJWK]:
+    def ensure(self) -> None:
+        """Fetch the keys when none are cached or they expired (the ``/status`` check)."""
+        if self._keys is None or self._expired():
+            self._refresh(None)
+
+    def _expired(self) -> bool:
+        return self.clock() - self._fetched_at >= self.cache_seconds
+
+    def _refresh(self, kid: str | None) -> dict[str, jwt.PyJWK]:
+        with self._lock:
+            try:
+                return self._refreshed(kid)
+            except Unavailable as exc:
+                self.health.failed(exc.detail)  # /status shows what this request ran into
+                raise
+
+    def _refreshed(self, kid: str | None) -> dict[str, jwt.PyJWK]:
         now = self.clock()
-        if self._keys is None or now - self._fetched_at >= self.cache_seconds:
+        if self._keys is None or self._expired():
             self._fetch(now)
-        elif kid not in self._keys and (
+        elif kid is not None and kid not in self._keys and (
                 self._refreshed_for_unknown_at is None
                 or now - self._refreshed_for_unknown_at >= self.min_refresh_seconds):
             self._refreshed_for_unknown_at = now
@@ -450,6 +474,10 @@ class OidcIdentity:
         if issuer is None:
             return None
         return {**issuer.verified_claims(token, self.leeway), EXTERNAL_CLAIM: True}
+
+    @hookimpl
+    def credenza_health(self) -> list[Health]:
+        return [issuer.keys.health() for issuer in self.issuers.values()]
 
     @hookimpl
     def credenza_grants(self, principal: Principal) -> list[Grant]:

@@ -36,7 +36,7 @@ from credenza.broker import Broker
 from credenza.config import Config
 from credenza.errors import ConfigError, Unavailable
 from credenza.models import IdentityRequest
-from credenza.plugins.oidc import IssuerKeys
+from credenza.plugins.oidc import ClaimPatterns, IssuerKeys
 from credenza.secrets import new_api_key
 from credenza.wsgi import make_app
 from tests.aws_fixtures import FaultProxy
@@ -329,6 +329,39 @@ def test_attributes_come_from_claims(broker: Broker, github: PlatformIssuer) -> 
     principal = broker.identify(IdentityRequest(bearer=github.mint(github_claims(github))))
     assert principal.attributes["workflow"] == github_claims(github)["job_workflow_ref"]
     assert principal.attributes["actor"] == "octocat"
+    assert principal.groups == frozenset()  # no groups_claim
+
+
+def test_groups_come_from_a_claim(tmp_path: Path, github: PlatformIssuer,
+                                  cluster: PlatformIssuer, sts: FaultProxy) -> None:
+    environ = guide_environ(tmp_path, github, cluster, sts,
+                            CREDENZA__PLUGINS__OIDC__ISSUERS__GITHUB__GROUPS_CLAIM='"teams"')
+    with Broker.from_config(Config.load(GUIDE / "credenza.toml", environ)) as broker:
+        for teams, groups in ((["deploy", "ops"], {"deploy", "ops"}), ("ops", {"ops"})):
+            token = github.mint(github_claims(github, teams=teams))
+            assert broker.identify(IdentityRequest(bearer=token)).groups == groups
+
+
+@pytest.mark.parametrize(("patterns", "claims", "mismatch"), [
+    ({"ref_protected": ("true",)}, {"ref_protected": "true"}, None),  # GitLab: a string
+    ({"ref_protected": ("true",)}, {"ref_protected": True}, None),  # a JSON boolean
+    ({"ref_protected": ("true",)}, {"ref_protected": False}, "claim ref_protected ('false')"),
+    ({"groups": ("ops",)}, {"groups": ["dev", "ops"]}, None),  # one item of an array
+    ({"groups": ("ops",)}, {"groups": ["dev"]}, "claim groups ('dev') is not one of ops"),
+    ({"/kubernetes.io/serviceaccount/name": ("build*",)},
+     {"kubernetes.io": {"serviceaccount": {"name": "builder"}}}, None),
+    ({"/kubernetes.io/namespace": ("ci",)}, {"kubernetes.io": "ci"},
+     "claim /kubernetes.io/namespace is missing"),
+    ({"/a~1b": ("x",)}, {"a/b": "x"}, None),  # RFC 6901 escaping
+    ({"project_path": ("acme/*",)}, {"project_path": {"nested": "acme/x"}},
+     "claim project_path ('') is not one of acme/*"),  # an object matches nothing
+    ({"repository": ("acme/shop",), "ref": ("refs/heads/main",)},
+     {"repository": "acme/shop", "ref": "refs/heads/dev"}, "claim ref ('refs/heads/dev')"),
+])
+def test_claim_patterns(patterns: dict[str, tuple[str, ...]], claims: dict[str, Any],
+                        mismatch: str | None) -> None:
+    found = ClaimPatterns(patterns).mismatch(claims)
+    assert found == mismatch if mismatch is None else found.startswith(mismatch)
 
 
 def test_token_exchange_of_a_job_token(tmp_path: Path, github: PlatformIssuer,
@@ -461,6 +494,10 @@ def test_an_unreachable_issuer_is_503_never_an_acceptance(client: Client,
     assert refused.status_code == 503
     assert "the keys of OIDC issuer github cannot be fetched" in refused.get_json()["message"]
     assert refused.headers["Retry-After"]
+    status = client.get("/status")  # what the request ran into shows at once
+    assert status.status_code == 503
+    assert "oidc github: the keys of OIDC issuer github cannot be fetched" in \
+        status.get_json()["message"]
     assert client.get("/account", headers=bearer(token)).status_code == 200  # back up
     github.rotate()
     with github.down():  # keys cached, but this token needs a fresh one
