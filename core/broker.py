@@ -21,7 +21,14 @@ import attrs
 
 from credenza.apikeys import ApiKeys
 from credenza.config import Config
-from credenza.errors import BadRequest, Forbidden, NotConfigured, NotFound, Unauthenticated
+from credenza.errors import (
+    BadRequest,
+    Forbidden,
+    NotConfigured,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from credenza.loader import PluginManager, load_plugins
 from credenza.models import (
     ACCOUNT_NAME,
@@ -39,6 +46,7 @@ from credenza.models import (
     IssuedToken,
     Principal,
     RevokedEvent,
+    SignedInEvent,
     TokenSpec,
     TokenStore,
     UpstreamToken,
@@ -123,7 +131,9 @@ class Broker:
             detail = "invalid credentials: those presented name different callers"
             self._refuse_identity(request, detail)
             raise Unauthenticated(detail)
-        return self.enrich(first)
+        principal = self.enrich(first)
+        self.notify_signed_in(SignedInEvent(principal, request.credential))
+        return principal
 
     def _refuse_identity(self, request: IdentityRequest, reason: str) -> None:
         self.notify_denied(DeniedEvent(None, "identity", request.remote_addr or "-", reason))
@@ -327,11 +337,18 @@ class Broker:
         """Tell every ``credenza_denied`` observer that a request was refused."""
         self._observe("credenza_denied", event)
 
+    def notify_signed_in(self, event: SignedInEvent) -> None:
+        """Tell every ``credenza_signed_in`` observer that a request identified its caller."""
+        self._observe("credenza_signed_in", event)
+
     def _observe(self, hook_name: str, event: object) -> None:
-        """Call every observer; one that fails is logged and does not stop the others."""
+        """Call every observer; one that fails is logged and does not stop the others, except
+        by raising :class:`Unavailable` (an audit sink that cannot write, failing closed)."""
         for plugin_name, call in self.plugin_manager.each(hook_name):
             try:
                 call(event=event)
+            except Unavailable:
+                raise
             except Exception:
                 log.exception("observer %s of plugin %s failed", hook_name, plugin_name)
 

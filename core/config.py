@@ -58,6 +58,9 @@ class CoreSettings:
         default_text="$XDG_DATA_HOME/credenza, else ~/.local/share/credenza")
     log_level: str = setting("The least severity logged", "INFO",
                              choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = setting("text, or json: one object per line with the request id (the "
+                              "server's own lines and the access log)", "text",
+                              choices=("text", "json"))
 
 
 @attrs.frozen
@@ -113,6 +116,7 @@ class Config:
     plugin_tables: Mapping[str, Mapping[str, Any]] = attrs.field(repr=False)
     #: ``[api.FAMILY]`` tables, read by the API family of that name (see credenza.wsgi)
     api_tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, repr=False)
+    log_format: str = "text"
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None,
@@ -183,7 +187,7 @@ class Config:
                                   f"{name!r} (enabled: {enabled}); enable it in [credenza] "
                                   "plugins, or remove the table")
         return cls(source, base_dir, data_dir, plugins, log_level, server, plugin_tables,
-                   api_tables)
+                   api_tables, core.log_format)
 
     def section(self, plugin: str) -> Section:
         """The ``[plugins.NAME]`` table of one plugin (empty when absent)."""

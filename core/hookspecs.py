@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         IssuedToken,
         Principal,
         RevokedEvent,
+        SignedInEvent,
         TokenRecord,
         TokenSpec,
         TokenStore,
@@ -420,7 +421,10 @@ def credenza_issued(event: IssuedEvent) -> None:
 
     :param event: principal, kind, target, role, token id and expiry; never the credential.
 
-    Observer; an exception in an observer is logged and does not fail the request. Example::
+    Observer; an exception in an observer is logged and does not fail the request, except
+    :class:`credenza.errors.Unavailable`, which fails it with 503 (the ``audit`` plugin's
+    ``fail_closed``: no credential without its audit line). ``event.origin`` is the request it
+    happened in (id, client address, method, path), None outside one. Example::
 
         @hookimpl
         def credenza_issued(event):
@@ -445,6 +449,22 @@ def credenza_denied(event: DeniedEvent) -> None:
     :param event: the principal (None when unidentified), what was asked and the reason.
 
     Observer; see :func:`credenza_issued`.
+    """
+
+
+@hookspec
+def credenza_signed_in(event: SignedInEvent) -> None:
+    """A request identified its caller: who, from which identity source, by what credential.
+
+    :param event: the principal (with groups) and ``credential``: ``api-key``, ``password``,
+        ``bearer`` or ``front-end`` (``REMOTE_USER``, the client address).
+
+    Called on every request that identifies its caller, so keep it cheap. Observer; see
+    :func:`credenza_issued`. Example::
+
+        @hookimpl
+        def credenza_signed_in(event):
+            last_seen[event.principal.name] = event.at
     """
 
 

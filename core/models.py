@@ -17,6 +17,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from credenza import requestctx
+from credenza.requestctx import RequestOrigin
+
 UTC = dt.UTC
 
 
@@ -132,6 +135,19 @@ class IdentityRequest:
                  attrs.evolve(self, api_key=None, basic=None) if self.bearer else None]
         present = [part for part in parts if part is not None]
         return present if len(present) > 1 else [self]
+
+    @property
+    def credential(self) -> str:
+        """What the first credential presented is, as sign-in events name it (one of
+        :data:`SIGN_IN_CREDENTIALS`): ``front-end`` when none is, the caller being named by
+        the front end (``REMOTE_USER``) or its address."""
+        if self.api_key:
+            return "api-key"
+        if self.basic:
+            return "password"
+        if self.bearer:
+            return "bearer"
+        return "front-end"
 
     @property
     def presented(self) -> str | None:
@@ -562,6 +578,8 @@ class IssuedEvent:
     token_id: str | None = None
     expires_at: dt.datetime | None = None
     at: dt.datetime = attrs.field(factory=utcnow, validator=_aware_utc)
+    #: the request it happened in (None outside one: the CLI, an embedding app)
+    origin: RequestOrigin | None = attrs.field(factory=requestctx.current, eq=False)
 
 
 @attrs.frozen
@@ -574,6 +592,8 @@ class DeniedEvent:
     reason: str
     role: str | None = None
     at: dt.datetime = attrs.field(factory=utcnow, validator=_aware_utc)
+    #: the request it happened in (None outside one: the CLI, an embedding app)
+    origin: RequestOrigin | None = attrs.field(factory=requestctx.current, eq=False)
 
 
 @attrs.frozen
@@ -584,3 +604,21 @@ class RevokedEvent:
     token_ids: tuple[str, ...] = attrs.field(converter=tuple)
     reinstated: bool = False
     at: dt.datetime = attrs.field(factory=utcnow, validator=_aware_utc)
+    #: the request it happened in (None outside one: the CLI, an embedding app)
+    origin: RequestOrigin | None = attrs.field(factory=requestctx.current, eq=False)
+
+
+#: how a caller can prove who it is (:attr:`SignedInEvent.credential`)
+SIGN_IN_CREDENTIALS = ("api-key", "password", "bearer", "front-end")
+
+
+@attrs.frozen
+class SignedInEvent:
+    """A caller proved who it is: a request identified its caller, by ``credential`` (one of
+    :data:`SIGN_IN_CREDENTIALS`)."""
+
+    principal: Principal
+    credential: str = attrs.field(validator=attrs.validators.in_(SIGN_IN_CREDENTIALS))
+    at: dt.datetime = attrs.field(factory=utcnow, validator=_aware_utc)
+    #: the request it happened in (None outside one: the CLI, an embedding app)
+    origin: RequestOrigin | None = attrs.field(factory=requestctx.current, eq=False)

@@ -17,7 +17,12 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from credenza.settings import Section
 
 SCRYPT_LN, SCRYPT_R, SCRYPT_P = 15, 8, 1
 _SCRYPT = re.compile(r"^\$scrypt\$ln=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$")
@@ -151,6 +156,22 @@ def key_file(path: Path, nbytes: int = 32) -> bytes:
     with os.fdopen(fd, "wb") as fh:
         fh.write(base64.b64encode(secrets.token_bytes(nbytes)))
     return base64.b64decode(path.read_bytes())
+
+
+def configured_key(section: Section, key: str, configured: str | None,
+                   filename: str) -> Callable[[], bytes]:
+    """What reads a 32-byte key setting: ``configured`` (base64, checked now), else a key
+    generated into ``DATA_DIR/filename`` by the first process that needs it."""
+    if configured is None:
+        return lambda: key_file(section.data_dir / filename)
+    try:
+        value = base64.b64decode(configured, validate=True)
+    except ValueError:
+        value = b""
+    if len(value) != 32:
+        raise section.error(key, "expected the base64 of 32 random bytes (make one with "
+                            "`openssl rand -base64 32`)")
+    return lambda: value
 
 
 def private_directory(path: Path) -> Path:

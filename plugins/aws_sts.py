@@ -43,7 +43,6 @@ otherwise it is a sanitised prefix, ``=`` and a hash of the full name. Valid nam
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
@@ -76,7 +75,7 @@ from credenza.models import (
     SharedCache,
     TokenSpec,
 )
-from credenza.secrets import key_file
+from credenza.secrets import configured_key
 from credenza.settings import read, setting
 from credenza.sharedcache import Codec, TieredCache
 
@@ -255,20 +254,6 @@ class AwsStsSettings:
                                          "sts.amazonaws.com")
 
 
-def _cache_key(section: Section, configured: str | None) -> Callable[[], bytes]:
-    """What reads the cache key: the configured one (checked now), else the data directory's."""
-    if configured is None:
-        return lambda: key_file(section.data_dir / "aws-cache.key")
-    try:
-        key = base64.b64decode(configured, validate=True)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise section.error("cache_key", "expected the base64 of 32 random bytes (make one with "
-                            "`openssl rand -base64 32`)")
-    return lambda: key
-
-
 class WebIdentity:
     """The tokens of web-identity mode: signed by the jwt plugin's internal provider, for STS.
 
@@ -358,7 +343,8 @@ class AwsSts:
         self.cache = TieredCache(settings.cache_size, CREDENTIALS,
                                  lease=self.max_attempts * (2 * timeout + 5))
         self.refresh_margin = dt.timedelta(seconds=settings.refresh_before_seconds)
-        self._cache_key = _cache_key(section, settings.cache_key)
+        self._cache_key = configured_key(section, "cache_key", settings.cache_key,
+                                         "aws-cache.key")
         self.signin_url = settings.signin_url
         self.console_destination = settings.console_destination
         self.callbacks = CallbackAllowlist.from_urls(settings.callback_urls, section)

@@ -58,5 +58,5 @@ def test_the_broker_is_the_pipeline() -> None:
         "from_config", "identify", "enrich", "grants", "authorize", "accounts", "account",
         "aws_roles", "issue_aws", "console_url", "issue_token", "upstream_token",
         "managed_credential", "health", "plugin_names", "close",
-        "notify_issued", "notify_revoked", "notify_denied",
+        "notify_issued", "notify_revoked", "notify_denied", "notify_signed_in",
     }

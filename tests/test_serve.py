@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -93,3 +94,26 @@ def test_a_busy_port_is_named_at_once_and_nothing_claims_to_serve(tmp_path: Path
             "listens there?)") in refused.stderr
     assert "serving" not in refused.stderr
     assert "Can't connect" not in refused.stderr  # refused before gunicorn's retries
+
+
+def test_json_logs_carry_the_request_id_on_every_line(tmp_path: Path) -> None:
+    (tmp_path / "audit-dir").mkdir()  # an audit file that cannot be written: an error logged
+    config = tmp_path / "json.toml"
+    config.write_text('[credenza]\nplugins = ["environ", "audit"]\nlog_format = "json"\n'
+                      '[plugins.audit]\npath = "audit-dir"\n')
+    with running_server(tmp_path, ["--config", str(config)]) as server:
+        # Credentials nobody checks: refused, and the refusal cannot be audited.
+        response = requests.get(server.url + "/v1/whoami", timeout=5, auth=("alice", "pw"))
+        assert response.status_code == 503
+        assert response.json()["detail"].startswith("the audit trail cannot be written")
+        assert server.stop() == 0
+    lines = [json.loads(line) for line in server.log().splitlines()]
+    request_id = response.headers["X-Request-Id"]
+    mine = [line for line in lines if line["request_id"] == request_id]
+    assert [(line["logger"], line["level"]) for line in mine] == [
+        ("credenza.plugins.audit", "ERROR"), ("credenza.wsgi.app", "WARNING"),
+        ("gunicorn.access", "INFO")]
+    assert '"GET /v1/whoami HTTP/1.1" 503' in mine[-1]["message"]
+    assert {"time", "level", "logger", "process", "request_id", "message"} <= set(mine[0])
+    assert any("Booting worker" in line["message"] for line in lines)
+    assert any(line["message"].startswith("credenza: serving") for line in lines)

@@ -17,9 +17,12 @@ import attrs
 import click
 from gunicorn.app.base import BaseApplication
 
+from credenza import jsonlog
 from credenza.broker import Broker
 from credenza.config import Config
 from credenza.wsgi import make_app
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from credenza.cli import CliState
@@ -38,8 +41,8 @@ class CredenzaServer(BaseApplication):
     def when_ready(self, _arbiter: Any) -> None:
         """Say where it serves once the socket listens (not before: the bind may fail)."""
         scheme = "https" if self.config.server.tls else "http"
-        click.echo(f"credenza: serving {self.config.source} on {scheme}://"
-                   f"{self.config.server.bind}", err=True)
+        log.info("credenza: serving %s on %s://%s", self.config.source, scheme,
+                 self.config.server.bind)
 
     def load_config(self) -> None:
         server = self.config.server
@@ -57,6 +60,8 @@ class CredenzaServer(BaseApplication):
             "limit_request_line": 8190,
             "when_ready": self.when_ready,
         }
+        if self.config.log_format == "json":
+            settings["logconfig_dict"] = jsonlog.gunicorn_logconfig(self.config.log_level)
         if server.tls:
             settings.update(certfile=str(server.certfile), keyfile=str(server.keyfile))
         # gunicorn >= 24 opens a control socket at one fixed path per user; several servers on one
@@ -87,8 +92,7 @@ def serve(state: CliState, bind: str | None, workers: int | None, certfile: Path
     if (server.certfile is None) != (server.keyfile is None):
         raise click.UsageError("TLS needs both --certfile and --keyfile")
     config = attrs.evolve(config, server=server)
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    jsonlog.configure(config.log_level, config.log_format)
     config.ensure_data_dir()
     make_app(Broker.from_config(config)).broker.close()  # fail fast, in the master
     check_bind(server.bind)

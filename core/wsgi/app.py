@@ -15,6 +15,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
+from credenza import requestctx
 from credenza.broker import Broker
 from credenza.config import CONFIG_ENV, Config
 from credenza.errors import (
@@ -28,6 +29,7 @@ from credenza.errors import (
 )
 from credenza.legacy import ACCOUNT_CONFIG_PATH, CONFIG_PATH, configure_afp_logging
 from credenza.loader import PluginManager
+from credenza.requestctx import RequestOrigin
 from credenza.wsgi import afp, ica, imds, keys, meta, oauth, pam
 from credenza.wsgi.routes import (
     CORE,
@@ -64,7 +66,10 @@ class CredenzaApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
         ctx = RequestContext(self.broker, request, self.routes, self.settings)
-        response = self._respond(ctx)
+        origin = RequestOrigin(ctx.request_id, request.remote_addr, request.method, request.path,
+                               environ)
+        with requestctx.serving(origin):
+            response = self._respond(ctx)
         response.headers["X-Request-Id"] = ctx.request_id
         return response(environ, start_response)
 
