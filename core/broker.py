@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from credenza import metrics
 from credenza.apikeys import ApiKeys
 from credenza.config import Config
 from credenza.errors import (
@@ -57,6 +58,10 @@ from credenza.oauth import OAuth
 from credenza.tokens import TokenLifecycle
 
 log = logging.getLogger(__name__)
+
+#: the kinds of credential whose target is a provider's name (a bounded metrics label; the
+#: targets of other kinds, such as an API key's name, are the caller's to choose)
+PROVIDER_KINDS = frozenset({GrantKind.TOKEN.value, GrantKind.OAUTH.value})
 
 
 class Broker:
@@ -327,14 +332,20 @@ class Broker:
 
     def notify_issued(self, event: IssuedEvent) -> None:
         """Tell every ``credenza_issued`` observer that a credential was handed out."""
+        metrics.ISSUED.labels(event.kind, event.target if event.kind in PROVIDER_KINDS
+                              else "").inc()
         self._observe("credenza_issued", event)
 
     def notify_revoked(self, event: RevokedEvent) -> None:
         """Tell every ``credenza_revoked`` observer that tokens were revoked or reinstated."""
+        metrics.REVOKED.labels("reinstated" if event.reinstated else "revoked").inc(
+            len(event.token_ids))
         self._observe("credenza_revoked", event)
 
     def notify_denied(self, event: DeniedEvent) -> None:
         """Tell every ``credenza_denied`` observer that a request was refused."""
+        metrics.REFUSED.labels("identity" if event.kind == "identity" else "grant",
+                               event.kind).inc()
         self._observe("credenza_denied", event)
 
     def notify_signed_in(self, event: SignedInEvent) -> None:

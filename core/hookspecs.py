@@ -410,6 +410,21 @@ def credenza_shutdown() -> None:
     """
 
 
+@hookspec
+def credenza_metrics() -> None:
+    """Set the gauges that are read rather than counted, just before ``/metrics`` answers.
+
+    Keys and their ages, queue depths: what is a state, not an event.
+    Every implementation is called, on each scrape, in the worker that answers it; use the
+    metrics of :mod:`credenza.metrics`, or gauges of your own made with
+    ``registry=credenza.metrics.REGISTRY`` and a ``multiprocess_mode``. Example::
+
+        @hookimpl
+        def credenza_metrics():
+            QUEUE_DEPTH.set(queue.qsize())
+    """
+
+
 # -------------------------------------------------------------------------------------------------
 # Observers: audit and metrics (never receive plaintext secrets)
 # -------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import attrs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from credenza import metrics
 from credenza.errors import Unavailable
 from credenza.models import SharedCache, utcnow
 
@@ -114,11 +115,13 @@ class TieredCache(Generic[T]):
         digest = hashlib.sha256("\0".join(key).encode()).digest()
         cached = self._peek(digest)
         if self._covers(cached, need + margin):
+            metrics.CACHE.labels("memory").inc()
             return cached  # type: ignore[return-value]  # _covers checked it is not None
         stripe = self._stripes[int.from_bytes(digest[:4], "big") % len(self._stripes)]
         with stripe:
             cached = self._peek(digest)  # another thread may have refreshed it meanwhile
             if self._covers(cached, need + margin):
+                metrics.CACHE.labels("memory").inc()
                 return cached  # type: ignore[return-value]
             if self.shared is None:
                 fresh = self._fetch(fetch, cached, need)
@@ -139,6 +142,7 @@ class TieredCache(Generic[T]):
             if found is None:
                 raise Unavailable("another broker process is fetching these credentials and "
                                   "has not finished", retry_after=5)
+            metrics.CACHE.labels("shared").inc()
             return found
         try:
             if self._covers(found, need + margin):
@@ -176,6 +180,7 @@ class TieredCache(Generic[T]):
         return None, False
 
     def _fetch(self, fetch: Callable[[], T], fallback: T | None, need: dt.timedelta) -> T:
+        metrics.CACHE.labels("miss").inc()
         try:
             return fetch()
         except Unavailable:

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from credenza import metrics
 from credenza.config import Section
 from credenza.errors import (
     BadRequest,
@@ -431,6 +432,18 @@ class AwsSts:
         )
 
     def _call(self, what: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Call STS, counted and timed by operation and outcome (the first word of ``what``)."""
+        operation, outcome = what.split()[0], "ok"
+        try:
+            with metrics.timed(metrics.STS_DURATION.labels(operation)):
+                return self._checked_call(what, call)
+        except CredenzaError as exc:
+            outcome = exc.slug
+            raise
+        finally:
+            metrics.STS_CALLS.labels(operation, outcome).inc()
+
+    def _checked_call(self, what: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Call STS; turn every failure into the error a caller should see."""
         try:
             return call()

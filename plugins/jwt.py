@@ -61,6 +61,7 @@ import attrs
 import click
 import jwt
 
+from credenza import metrics
 from credenza.config import Section
 from credenza.errors import BadRequest, Forbidden, InvalidScope, Unauthenticated, Unavailable
 from credenza.jwtcheck import check_size, checked_claims
@@ -432,6 +433,18 @@ class JwtIssuer:
     @hookimpl
     def credenza_jwks(self) -> list[dict[str, Any]]:
         return [key.jwk() for key in self.keyring.published()]
+
+    @hookimpl
+    def credenza_metrics(self) -> None:
+        keys = self.keyring.published()
+        now = time.time()
+        for alg in {key.alg for key in keys}:
+            for state in ("next", "active", "retiring"):
+                metrics.SIGNING_KEYS.labels(alg, state).set(
+                    sum(1 for key in keys if (key.alg, key.state) == (alg, state)))
+            active = [key for key in keys if (key.alg, key.state) == (alg, "active")]
+            if active:
+                metrics.SIGNING_KEY_AGE.labels(alg).set(now - active[0].created_at)
 
     # -- key management -------------------------------------------------------------------------
 

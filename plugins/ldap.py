@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from credenza import metrics
 from credenza.config import Section
 from credenza.errors import Unauthenticated, Unavailable
 from credenza.grantmap import GroupGrantMap
@@ -259,9 +260,20 @@ class LdapDirectory:
         # ldap3 shuns an address that failed for a few seconds; with one server there is no
         # other to try, and the directory may be back already: always try it.
         self.server.reset_availability()
-        return ldap3.Connection(self.server, user=user, password=password, auto_bind=auto_bind,
-                                raise_exceptions=True, receive_timeout=self.timeout,
-                                read_only=True)
+        outcome = "ok"
+        try:
+            with metrics.timed(metrics.LDAP_DURATION):
+                return ldap3.Connection(self.server, user=user, password=password,
+                                        auto_bind=auto_bind, raise_exceptions=True,
+                                        receive_timeout=self.timeout, read_only=True)
+        except BIND_REFUSED:
+            outcome = "refused"
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            metrics.LDAP_BINDS.labels(outcome).inc()
 
     def _unavailable(self, exc: Exception) -> Unavailable:
         error = Unavailable(f"cannot reach the directory at {self.url}: {type(exc).__name__}",

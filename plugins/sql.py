@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 import click
 
+from credenza import metrics
 from credenza.config import Config, Section
 from credenza.errors import ConfigError, Unavailable
 from credenza.health import HealthProbe
@@ -231,9 +232,10 @@ class SqlTokenStore:
         self.health.failed(error.detail)
         return error
 
-    def _run(self, work: Callable[[Connection], Any]) -> Any:
+    def _run(self, operation: str, work: Callable[[Connection], Any]) -> Any:
         try:
-            with self.engine.begin() as conn:
+            with metrics.timed(metrics.STORE_DURATION.labels(operation)), \
+                    self.engine.begin() as conn:
                 return work(conn)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise self._unavailable(exc) from None
@@ -258,17 +260,17 @@ class SqlTokenStore:
             if hashes:
                 conn.execute(secrets_table.insert(), hashes)
 
-        self._run(insert)
+        self._run("add", insert)
 
     def get(self, token_id: str) -> TokenRecord | None:
-        row = self._run(lambda conn: conn.execute(
+        row = self._run("get", lambda conn: conn.execute(
             sa.select(tokens).where(tokens.c.token_id == token_id)).first())
         return _record(row) if row else None
 
     def find(self, secret_hash: bytes) -> TokenRecord | None:
         query = sa.select(tokens).join(secrets_table).where(
             secrets_table.c.secret_hash == secret_hash)
-        row = self._run(lambda conn: conn.execute(query).first())
+        row = self._run("find", lambda conn: conn.execute(query).first())
         return _record(row) if row else None
 
     def list(self, query: TokenQuery, max_results: int, after: str | None,
@@ -289,13 +291,13 @@ class SqlTokenStore:
         def read(conn: Connection) -> tuple[list[Any], int]:
             return list(conn.execute(page)), conn.execute(count).scalar() or 0
 
-        rows, total = self._run(read)
+        rows, total = self._run("list", read)
         return [_record(row) for row in rows[:max_results]], len(rows) > max_results, total
 
     def token_ids(self, consumer_id: str, provider: str) -> list[str]:
         query = sa.select(tokens.c.token_id).where(tokens.c.consumer_id == consumer_id,
                                                    tokens.c.provider == provider)
-        return [row.token_id for row in self._run(lambda conn: conn.execute(query))]
+        return [row.token_id for row in self._run("token_ids", lambda conn: conn.execute(query))]
 
     def set_revoked(self, token_ids: Iterable[str], revoked: bool, at: dt.datetime) -> int:
         ids = list(token_ids)
@@ -303,7 +305,7 @@ class SqlTokenStore:
             return 0
         update = (tokens.update().where(tokens.c.token_id.in_(ids), tokens.c.revoked != revoked)
                   .values(revoked=revoked, updated_at=_ms(at)))
-        return self._run(lambda conn: conn.execute(update).rowcount)
+        return self._run("set_revoked", lambda conn: conn.execute(update).rowcount)
 
     def purge(self, expired_before: dt.datetime) -> int:
         cutoff = _ms(expired_before)
@@ -315,12 +317,12 @@ class SqlTokenStore:
                                               sa.func.coalesce(cache.c.lease_until, 0) < cutoff))
             return conn.execute(tokens.delete().where(tokens.c.expires_at < cutoff)).rowcount
 
-        return self._run(delete)
+        return self._run("purge", delete)
 
     # -- SharedCache ----------------------------------------------------------------------------
 
     def cache_get(self, key: bytes) -> bytes | None:
-        row = self._run(lambda conn: conn.execute(
+        row = self._run("cache_get", lambda conn: conn.execute(
             sa.select(cache.c.value).where(cache.c.key == key)).first())
         return None if row is None or row.value is None else bytes(row.value)
 
@@ -340,7 +342,7 @@ class SqlTokenStore:
             ).values(lease_holder=holder, lease_until=_ms(until))
             return bool(conn.execute(take).rowcount)
 
-        return bool(self._run(lease))
+        return bool(self._run("cache_lease", lease))
 
     def cache_put(self, key: bytes, value: bytes, expires_at: dt.datetime, holder: str) -> None:
         def put(conn: Connection) -> None:
@@ -351,15 +353,15 @@ class SqlTokenStore:
                                                   expires_at=_ms(expires_at))
                              .on_conflict_do_nothing(index_elements=["key"]))
 
-        self._run(put)
+        self._run("cache_put", put)
 
     def cache_release(self, key: bytes, holder: str) -> None:
-        self._run(lambda conn: conn.execute(
+        self._run("cache_release", lambda conn: conn.execute(
             cache.update().where(cache.c.key == key, cache.c.lease_holder == holder)
             .values(lease_holder=None, lease_until=None)))
 
     def ping(self) -> None:
-        self._run(lambda conn: conn.execute(sa.text("SELECT 1")))
+        self._run("ping", lambda conn: conn.execute(sa.text("SELECT 1")))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -38,6 +38,13 @@ _FORM_SECRETS = ("client_secret", "refresh_token", "token", "subject_token", "pa
                  "actor_token", "assertion")
 
 
+def _random_looking(value: str) -> bool:
+    """Long, without spaces, with a digit: what generated secrets look like, and what the
+    words in messages and names (which the trail rightly holds) do not."""
+    return len(value) >= 16 and not any(c.isspace() for c in value) \
+        and any(c.isdigit() for c in value)
+
+
 def _collect(value: Any, found: set[str], key: str = "") -> None:
     if isinstance(value, dict):
         for name, item in value.items():
@@ -45,7 +52,7 @@ def _collect(value: Any, found: set[str], key: str = "") -> None:
     elif isinstance(value, list):
         for item in value:
             _collect(item, found, key)
-    elif isinstance(value, str) and len(value) >= 16 and _SECRET_FIELD.search(key) \
+    elif isinstance(value, str) and _random_looking(value) and _SECRET_FIELD.search(key) \
             and not _ID_FIELD.search(key) \
             and (not value.startswith("http") or "SigninToken" in value):
         found.add(value)
@@ -55,7 +62,7 @@ def _request_secrets(environ: dict[str, Any]) -> set[str]:
     presented = IdentityRequest.from_environ(environ)
     found = {value for value in (presented.api_key, presented.bearer,
                                  presented.basic.password if presented.basic else None)
-             if value and len(value) >= 16}
+             if value and _random_looking(value)}
     length = int(environ.get("CONTENT_LENGTH") or 0)
     if not length:
         return found
@@ -63,7 +70,7 @@ def _request_secrets(environ: dict[str, Any]) -> set[str]:
     environ["wsgi.input"] = io.BytesIO(body)
     if "form" in environ.get("CONTENT_TYPE", ""):
         for name, value in parse_qsl(body.decode(errors="replace")):
-            if name in _FORM_SECRETS and len(value) >= 16:
+            if name in _FORM_SECRETS and _random_looking(value):
                 found.add(value)
     else:
         _collect_json(body, found)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the tests need from Debian besides Python packages: slapd (LDAP tests), PostgreSQL
-# (token store tests), curl and jq (the documented commands are run as written).
+# (token store tests), curl, jq and promtool (the documented commands are run as written).
 # Installed when missing (as root: apt-get works as it is on these machines).
 set -euo pipefail
 missing=()
@@ -8,6 +8,7 @@ missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
+command -v promtool >/dev/null || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "the tests need these Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2

@@ -26,4 +26,5 @@ def test_the_suites_audit_trail_holds_no_secret(request: pytest.FixtureRequest) 
                                                 "sign-in"}
     assert len(SECRETS) > 100, len(SECRETS)
     leaked = sorted(secret for secret in SECRETS if secret in trail)
-    assert not leaked, f"{len(leaked)} secrets are in the audit trail, e.g. {leaked[0][:12]}..."
+    assert not leaked, f"{len(leaked)} secrets are in the audit trail, e.g. " \
+        f"{[secret[:12] + '...' for secret in leaked[:5]]}"

@@ -18,7 +18,8 @@ GUIDES = Path(__file__).resolve().parent.parent / "docs" / "guides"
 # What the guides leave to the environment (secrets), and a throwaway data directory.
 SECRETS = {"AFP_AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AFP_AWS_SECRET_ACCESS_KEY": "secret",
            "CREDENZA_IMDS_TOKEN_KEY": "imds-key", "CREDENZA_LDAP_PASSWORD": "service-pw",
-           "CREDENZA_AUDIT_HMAC_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+           "CREDENZA_AUDIT_HMAC_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+           "CREDENZA_METRICS_TOKEN": "metrics-token"}
 
 
 @pytest.fixture

@@ -7,9 +7,13 @@ shared between processes. SIGTERM stops gracefully: workers finish the requests 
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
+import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +22,7 @@ import click
 from gunicorn.app.base import BaseApplication
 
 from credenza import jsonlog
-from credenza.broker import Broker
 from credenza.config import Config
-from credenza.wsgi import make_app
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class CredenzaServer(BaseApplication):
             "access_log_format": ACCESS_LOG_FORMAT,
             "limit_request_line": 8190,
             "when_ready": self.when_ready,
+            "child_exit": self.child_exit,
         }
         if self.config.log_format == "json":
             settings["logconfig_dict"] = jsonlog.gunicorn_logconfig(self.config.log_level)
@@ -72,7 +75,17 @@ class CredenzaServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        from credenza.broker import Broker
+        from credenza.wsgi import make_app
+
         return make_app(Broker.from_config(self.config))
+
+    @staticmethod
+    def child_exit(_arbiter: Any, worker: Any) -> None:
+        """A worker's live gauges leave the sums with it (prometheus_client's bookkeeping)."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
 
 @click.command()
@@ -94,9 +107,33 @@ def serve(state: CliState, bind: str | None, workers: int | None, certfile: Path
     config = attrs.evolve(config, server=server)
     jsonlog.configure(config.log_level, config.log_format)
     config.ensure_data_dir()
+    prepare_metrics_dir()
+    # Imported only now: the metrics module must see PROMETHEUS_MULTIPROC_DIR when it loads.
+    from credenza.broker import Broker
+    from credenza.wsgi import make_app
+
     make_app(Broker.from_config(config)).broker.close()  # fail fast, in the master
     check_bind(server.bind)
     CredenzaServer(config).run()
+
+
+def prepare_metrics_dir() -> Path:
+    """The directory where every worker writes its metrics, for a scrape to sum them: the one
+    ``PROMETHEUS_MULTIPROC_DIR`` names, emptied of an earlier run's figures, else a new
+    temporary one, removed when the server exits. Set before any worker (or the metrics
+    module) starts, so that all of them count in it."""
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        directory = Path(configured)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        return directory
+    directory = Path(tempfile.mkdtemp(prefix="credenza-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    master = os.getpid()
+    atexit.register(lambda: os.getpid() == master and shutil.rmtree(directory, True))
+    return directory
 
 
 def check_bind(bind: str) -> None:

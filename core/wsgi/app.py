@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
-from credenza import requestctx
+from credenza import metrics, requestctx
 from credenza.broker import Broker
 from credenza.config import CONFIG_ENV, Config
 from credenza.errors import (
@@ -31,6 +32,7 @@ from credenza.legacy import ACCOUNT_CONFIG_PATH, CONFIG_PATH, configure_afp_logg
 from credenza.loader import PluginManager
 from credenza.requestctx import RequestOrigin
 from credenza.wsgi import afp, ica, imds, keys, meta, oauth, pam
+from credenza.wsgi import metrics as metrics_api
 from credenza.wsgi.routes import (
     CORE,
     Family,
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 
 # The built-in API families; later families add their modules here.
-BUILTIN_ROUTE_MODULES = (meta, keys, afp, imds, oauth, pam, ica)
+BUILTIN_ROUTE_MODULES = (meta, keys, afp, imds, oauth, pam, ica, metrics_api)
 
 
 class CredenzaApp:
@@ -68,10 +70,24 @@ class CredenzaApp:
         ctx = RequestContext(self.broker, request, self.routes, self.settings)
         origin = RequestOrigin(ctx.request_id, request.remote_addr, request.method, request.path,
                                environ)
+        started = time.perf_counter()
         with requestctx.serving(origin):
             response = self._respond(ctx)
+        self._count(ctx, response.status_code, time.perf_counter() - started)
         response.headers["X-Request-Id"] = ctx.request_id
         return response(environ, start_response)
+
+    def _count(self, ctx: RequestContext, status: int, seconds: float) -> None:
+        """Count the request by family, route (the rule, not the path), method and status;
+        what no route matched counts as ``unmatched``, so that clients cannot add series."""
+        route = ctx.route
+        if route is None:
+            family, rule, method = self._family_of(ctx.request.path).name, "unmatched", "other"
+        else:
+            family, rule = route.family.name, route.rule
+            method = ctx.request.method if ctx.request.method in route.methods else "other"
+        metrics.HTTP_REQUESTS.labels(family, rule, method, str(status)).inc()
+        metrics.HTTP_DURATION.labels(family, rule).observe(seconds)
 
     def _respond(self, ctx: RequestContext) -> Response:
         request = ctx.request
@@ -81,7 +97,7 @@ class CredenzaApp:
                 raise PayloadTooLarge(ctx.too_large_detail())
             _refuse_smuggled_separators(request.environ)
             index, values = self.url_map.bind_to_environ(request.environ).match()
-            route = self.routes[index]
+            route = ctx.route = self.routes[index]
             family = route.family
             return self._dispatch(route, ctx, values)
         except CredenzaError as exc:

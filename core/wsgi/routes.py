@@ -168,6 +168,8 @@ class RequestContext:
     #: the form-encoded body's fields, once read (:func:`form_fields`)
     form: dict[str, str] | None = None
     request_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    #: the route the request matched, once matched
+    route: Route | None = None
     _principal: Principal | None = attrs.field(default=None, init=False)
     _body: bytes | None = attrs.field(default=None, init=False)
 
