@@ -16,7 +16,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ from credenza.secrets import private_directory, write_private_file
 
 #: the signature algorithms keys are made for (the algorithm is the key's, never the token's)
 ALGORITHMS = ("ES256", "RS256", "EdDSA")
+#: how long clients may cache the JWKS (its Cache-Control max-age): a key is published this
+#: long before it signs, so that nobody meets its kid before they can know it
+JWKS_MAX_AGE = 300
 
 
 def b64url(raw: bytes) -> str:
@@ -80,6 +83,12 @@ class SigningKey:
     created_at: float
     retire_after: float | None
     private: Any = attrs.field(repr=False, eq=False)
+    #: when it began to sign (None for keys made before this was recorded: their creation)
+    activated_at: float | None = None
+
+    @property
+    def signing_since(self) -> float:
+        return self.activated_at if self.activated_at is not None else self.created_at
 
     def published(self, now: float) -> bool:
         """Whether the JWKS shows it (and tokens signed with it verify)."""
@@ -99,8 +108,10 @@ class Keyring:
 
     RELOAD_CHECK_SECONDS = 5.0
 
-    def __init__(self, directory: Path, algorithms: Iterable[str] = ("ES256",)) -> None:
+    def __init__(self, directory: Path, algorithms: Iterable[str] = ("ES256",),
+                 clock: Callable[[], float] = time.time) -> None:
         self.directory = directory
+        self.clock = clock
         self.algorithms = frozenset(algorithms)
         self.index = directory / "keys.json"
         self._ensured = False
@@ -151,7 +162,9 @@ class Keyring:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        signing = SigningKey(kid, alg, state, time.time(), None, key)
+        now = self.clock()
+        signing = SigningKey(kid, alg, state, now, None, key,
+                             activated_at=now if state == "active" else None)
         self._keys[kid] = signing
         return signing
 
@@ -167,25 +180,29 @@ class Keyring:
             private = serialization.load_pem_private_key(
                 (self.directory / f"{kid}.pem").read_bytes(), password=None)
             keys[kid] = SigningKey(kid, meta["alg"], meta["state"], meta["created_at"],
-                                   meta.get("retire_after"), private)
+                                   meta.get("retire_after"), private,
+                                   activated_at=meta.get("activated_at"))
         self._keys, self._loaded_mtime = keys, mtime
 
     def _write(self) -> None:
         entries = {k.kid: {"alg": k.alg, "state": k.state, "created_at": k.created_at,
-                           "retire_after": k.retire_after} for k in self._keys.values()}
+                           "activated_at": k.activated_at, "retire_after": k.retire_after}
+                   for k in self._keys.values()}
         write_private_file(self.index, json.dumps(entries, indent=2, sort_keys=True))
         self._loaded_mtime = self.index.stat().st_mtime
 
-    def _fresh(self) -> dict[str, SigningKey]:
+    def _fresh(self, now: bool = False) -> dict[str, SigningKey]:
+        """The keys, re-read when another process changed them (looked at every few seconds,
+        or ``now``)."""
         if not self._ensured:  # keys are made on first use, not when the plugin is loaded
             with self._lock:
                 if not self._ensured:
                     self.ensure(self.algorithms)
                     self._ensured = True
-        now = time.monotonic()
-        if now - self._checked > self.RELOAD_CHECK_SECONDS:
+        moment = time.monotonic()
+        if now or moment - self._checked > self.RELOAD_CHECK_SECONDS:
             with self._lock:
-                self._checked = now
+                self._checked = moment
                 if self.index.exists() and self.index.stat().st_mtime != self._loaded_mtime:
                     self._read()
         return self._keys
@@ -199,22 +216,23 @@ class Keyring:
 
     def published(self) -> list[SigningKey]:
         """Keys the JWKS shows: next, active, and retiring ones still covering live tokens."""
-        now = time.time()
+        now = self.clock()
         return sorted((k for k in self._fresh().values() if k.published(now)),
                       key=lambda k: (k.state != "active", k.created_at))
 
     def by_kid(self, kid: str) -> SigningKey | None:
-        """A published key by id (a retired one no longer verifies anything)."""
-        key = self._fresh().get(kid)
-        return key if key is not None and key.published(time.time()) else None
+        """A published key by id (a retired one no longer verifies anything). An unknown id
+        makes the keyring look for another process's change at once: a replica may have
+        rotated a moment ago."""
+        key = self._fresh().get(kid) or self._fresh(now=True).get(kid)
+        return key if key is not None and key.published(self.clock()) else None
 
     def prepare(self, alg: str) -> SigningKey:
         """Add a ``next`` key: published now, signing after :meth:`rotate`."""
         handle = self._locked()
         try:
             self._read()
-            existing = [k for k in self._keys.values() if k.alg == alg and k.state == "next"]
-            key = existing[0] if existing else self._add(_generate(alg), alg, "next")
+            key = self._prepare(alg)
             self._write()
             return key
         finally:
@@ -226,20 +244,66 @@ class Keyring:
         handle = self._locked()
         try:
             self._read()
-            for key in list(self._keys.values()):
-                if key.alg == alg and key.state == "active":
-                    self._keys[key.kid] = attrs.evolve(key, state="retiring",
-                                                       retire_after=retire_after)
-            upcoming = [k for k in self._keys.values() if k.alg == alg and k.state == "next"]
-            new = upcoming[0] if upcoming else self._add(_generate(alg), alg, "next")
-            self._keys[new.kid] = attrs.evolve(new, state="active")
-            now = time.time()
-            for key in list(self._keys.values()):  # forget keys no token can need any more
-                if not key.published(now):
-                    del self._keys[key.kid]
-                    (self.directory / f"{key.kid}.pem").unlink(missing_ok=True)
+            key = self._rotate(alg, retire_after)
             self._write()
             self._checked = 0.0
-            return self._keys[new.kid]
+            return key
         finally:
             handle.close()
+
+    def follow_schedule(self, alg: str, period: float, verification: float) -> None:
+        """Rotate ``alg``'s key every ``period`` seconds: prepare the next key
+        :data:`JWKS_MAX_AGE` (at most half a period) before, then activate it; the key it
+        replaces stays published ``verification`` seconds more.
+
+        Cheap when nothing is due (it runs before every signature). When something is, it is
+        decided again under the directory's lock on what the file says, so that among the
+        workers and replicas sharing it exactly one acts and the others follow.
+        """
+        if not self._due(self._fresh(), alg, period, self.clock()):
+            return
+        handle = self._locked()
+        try:
+            self._read()
+            now = self.clock()
+            due = self._due(self._keys, alg, period, now)
+            if due == "rotate":
+                self._rotate(alg, now + verification)
+            elif due == "prepare":
+                self._prepare(alg)
+            else:
+                return
+            self._write()
+            self._checked = 0.0
+        finally:
+            handle.close()
+
+    @staticmethod
+    def _due(keys: Mapping[str, SigningKey], alg: str, period: float, now: float) -> str | None:
+        active = [k for k in keys.values() if k.alg == alg and k.state == "active"]
+        if not active:
+            return None
+        age = now - active[0].signing_since
+        if age >= period:
+            return "rotate"
+        has_next = any(k.alg == alg and k.state == "next" for k in keys.values())
+        return "prepare" if age >= period - min(JWKS_MAX_AGE, period / 2) and not has_next \
+            else None
+
+    def _prepare(self, alg: str) -> SigningKey:
+        existing = [k for k in self._keys.values() if k.alg == alg and k.state == "next"]
+        return existing[0] if existing else self._add(_generate(alg), alg, "next")
+
+    def _rotate(self, alg: str, retire_after: float) -> SigningKey:
+        now = self.clock()
+        for key in list(self._keys.values()):
+            if key.alg == alg and key.state == "active":
+                self._keys[key.kid] = attrs.evolve(key, state="retiring",
+                                                   retire_after=retire_after)
+        new = self._prepare(alg)
+        self._keys[new.kid] = attrs.evolve(new, state="active", activated_at=now)
+        for key in list(self._keys.values()):  # forget keys no token can need any more
+            if not key.published(now):
+                del self._keys[key.kid]
+                (self.directory / f"{key.kid}.pem").unlink(missing_ok=True)
+        return self._keys[new.kid]

@@ -23,6 +23,10 @@ Settings (``[plugins.jwt]``):
 ``[plugins.jwt.trusted_issuers]``
     External OIDC issuers whose tokens may be exchanged (RFC 8693): issuer URL -> its JWKS URL.
     Their tokens must be meant for this broker (``aud`` is its issuer or an API audience).
+``[plugins.jwt.key_rotation.ALG]``
+    Scheduled rotation of ``ALG``'s keys: ``rotation_period_seconds`` (0: by command only) and
+    ``verification_ttl_seconds`` (how long a replaced key still verifies; at least the longest
+    token lifetime plus clock skew, the default). Replicas sharing ``key_dir`` rotate once.
 ``[plugins.jwt.providers.NAME]``
     One credential provider: ``issuers`` (allowlist, the first is the default), ``audiences``
     (allowed; empty allows any unreserved one), ``default_lifetime_seconds``,
@@ -161,6 +165,20 @@ class ProviderSettings:
 
 
 @attrs.frozen
+class KeyRotationSettings:
+    """``[plugins.jwt.key_rotation.ALG]``: the schedule of one algorithm's signing keys (Vault's
+    ``rotation_period`` and ``verification_ttl`` of a named key)."""
+
+    rotation_period_seconds: int = setting(
+        "How long a key signs before the next takes over (0: only `credenza jwt keys rotate` "
+        "rotates)", 0, min=0, max=10 * 366 * 86400)
+    verification_ttl_seconds: int | None = setting(
+        "How long a replaced key stays in the JWKS, verifying what it signed (at least the "
+        "longest token lifetime plus clock skew)", None, min=0, max=10 * 366 * 86400,
+        default_text="the longest token lifetime plus clock skew")
+
+
+@attrs.frozen
 class JwtSettings:
     """``[plugins.jwt]``."""
 
@@ -183,6 +201,8 @@ class JwtSettings:
         "External OIDC issuers whose tokens may be exchanged (RFC 8693): issuer URL -> JWKS "
         "URL", {})
     providers: Mapping[str, ProviderSettings] = setting("Credential providers by name", {})
+    key_rotation: Mapping[str, KeyRotationSettings] = setting(
+        "Scheduled rotation of the signing keys, by algorithm (ES256, RS256, EdDSA)", {})
 
 
 class JwtIssuer:
@@ -226,14 +246,48 @@ class JwtIssuer:
                     raise providers.error(name, f"audience {audience!r} belongs to "
                                                 f"{self.providers[owner].kind} provider "
                                                 f"{owner!r}")
-        self.keyring = Keyring(key_dir, {p.algorithm for p in self.providers.values()} | {"ES256"})
+        self.keyring = Keyring(key_dir, {p.algorithm for p in self.providers.values()}
+                               | {"ES256"} | set(settings.key_rotation))
+        self.rotation = self._schedules(section, settings.key_rotation)
+
+    def _schedules(self, section: Section, rotation: Mapping[str, KeyRotationSettings]
+                   ) -> dict[str, tuple[int, float]]:
+        """algorithm -> (rotation period, verification time) of the scheduled ones."""
+        tables = section.get_table("key_rotation")
+        schedules = {}
+        for alg, schedule in rotation.items():
+            if alg not in ALGORITHMS:
+                raise tables.error(alg, f"unknown algorithm (known: {', '.join(ALGORITHMS)})")
+            needed = self.verification_seconds()
+            verification = schedule.verification_ttl_seconds
+            if verification is not None and verification < needed - Keyring.RELOAD_CHECK_SECONDS:
+                raise tables.get_table(alg).error(
+                    "verification_ttl_seconds", f"{verification} s would drop keys while tokens "
+                    f"they signed live: at least {needed - Keyring.RELOAD_CHECK_SECONDS:.0f} "
+                    "(the longest token lifetime plus clock skew)")
+            if schedule.rotation_period_seconds:
+                schedules[alg] = (schedule.rotation_period_seconds,
+                                  max(needed, (verification or 0) + Keyring.RELOAD_CHECK_SECONDS))
+        return schedules
+
+    def verification_seconds(self) -> float:
+        """How long a replaced key must stay published: the longest token lifetime, the clock
+        skew allowed, and the time other processes may go on signing with it before they
+        notice the rotation."""
+        return self.max_lifetime() + self.leeway + Keyring.RELOAD_CHECK_SECONDS
 
     def _reserved(self, audience: str) -> bool:
         return any(audience.startswith(prefix) for prefix in self.reserved)
 
     # -- signing ------------------------------------------------------------------------------
 
+    def _follow_schedules(self) -> None:
+        for alg, (period, verification) in self.rotation.items():
+            self.keyring.follow_schedule(alg, period, verification)
+
     def _sign(self, claims: Mapping[str, Any], alg: str) -> str:
+        if alg in self.rotation:
+            self.keyring.follow_schedule(alg, *self.rotation[alg])
         key = self.keyring.active(alg)
         return jwt.encode(dict(claims), key.private, algorithm=alg,
                           headers={"kid": key.kid, "typ": "JWT"})
@@ -432,10 +486,12 @@ class JwtIssuer:
 
     @hookimpl
     def credenza_jwks(self) -> list[dict[str, Any]]:
+        self._follow_schedules()  # clients poll the JWKS: the next key appears in time
         return [key.jwk() for key in self.keyring.published()]
 
     @hookimpl
     def credenza_metrics(self) -> None:
+        self._follow_schedules()
         keys = self.keyring.published()
         now = time.time()
         for alg in {key.alg for key in keys}:
@@ -468,7 +524,7 @@ class JwtIssuer:
             if action == "prepare":
                 self.keyring.prepare(algorithm)
             elif action == "rotate":
-                self.keyring.rotate(algorithm, time.time() + self.max_lifetime() + self.leeway)
+                self.keyring.rotate(algorithm, time.time() + self.verification_seconds())
             for key in self.keyring.published():
                 until = ""
                 if key.retire_after:
