@@ -64,6 +64,8 @@ class CredenzaApp:
         )
         self.families = tuple(dict.fromkeys(route.family for route in self.routes))
         self.settings = family_settings(broker.config, self.families)
+        #: (family, route, method, status) -> its request counter and latency histogram
+        self._series: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -86,8 +88,13 @@ class CredenzaApp:
         else:
             family, rule = route.family.name, route.rule
             method = ctx.request.method if ctx.request.method in route.methods else "other"
-        metrics.HTTP_REQUESTS.labels(family, rule, method, str(status)).inc()
-        metrics.HTTP_DURATION.labels(family, rule).observe(seconds)
+        key = (family, rule, method, status)
+        series = self._series.get(key)
+        if series is None:  # labels() takes a lock and builds a key: once per series
+            series = self._series[key] = (metrics.HTTP_REQUESTS.labels(*key[:3], str(status)),
+                                          metrics.HTTP_DURATION.labels(family, rule))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def _respond(self, ctx: RequestContext) -> Response:
         request = ctx.request
