@@ -37,7 +37,7 @@ class Audited:
         self.admin_secret, admin_hash = new_api_key("pam-admin")
         (tmp / "static.yaml").write_text(f"""
 users:
-  alice: {{password: "{password_hash}", grants: ["prod/admin"], tokens: {{cli: []}}}}
+  alice: {{password: "{password_hash}", grants: ["prod/admin"], tokens: {{cli: [], ica: []}}}}
   bob: {{password: "{password_hash}", grants: ["dev/reader"]}}
 api_keys:
   container-app: {{sha256: "{container_hash}", principal: build-container, grants: ["prod/app"]}}
@@ -60,7 +60,8 @@ accounts:
                             "secret_access_key": "env:CREDENZA_TEST_AWS_SECRET",
                             "signin_url": signin.url, "max_attempts": 1},
                 "jwt": {"issuer": "https://credenza.test",
-                        "providers": {PROVIDER: {"audiences": ["https://api.test"]}}},
+                        "providers": {PROVIDER: {"audiences": ["https://api.test"]},
+                                      "ica": {"audiences": ["ica"]}}},
                 "sql": {},
                 "audit": {"path": str(self.path), "hmac_key": HMAC_KEY, **audit},
             },
@@ -203,6 +204,14 @@ def test_idaas_pam_family_with_reinstatement(audited: Audited) -> None:
                        json={"token": jwt_value}).status_code == 200
     assert audited.events() == [("reinstated", [token_id])]
     assert jwt_value not in audited.path.read_text()
+
+
+def test_ica_family(audited: Audited) -> None:
+    made = audited.client.post("/ica/rest/api/tokens", auth=ALICE)
+    assert made.status_code in (200, 201), made.get_json()
+    assert audited.events() == [("issued", asked("token", "ica"))]
+    assert audited.client.post("/ica/rest/api/tokens", auth=BOB).status_code == 403
+    assert audited.events() == [("denied", asked("token", "ica"))]
 
 
 def test_api_keys_family(audited: Audited) -> None:
