@@ -11,6 +11,7 @@ prefix      what                               lifetime   used for
 ``ck``      API key (:data:`API_KEY`)          365 days   ``X-API-Key`` identity of its owner
 ``ak``      API token (:data:`API_TOKEN`)      365 days   ``POST /token``: JWTs for a public client
 ``rt``      refresh token (:data:`REFRESH`)    30 days    ``/oauth2/token`` rotation (one use)
+``cs``      console session (:data:`SESSION`)  8 hours    the web console's session cookie
 ==========  =================================  =========  =========================================
 """
 
@@ -77,7 +78,10 @@ API_TOKEN = OpaqueSecretKind(
 REFRESH_TOKEN = OpaqueSecretKind(
     "rt", "credenza-refresh", "refresh_token", dt.timedelta(days=30),
     "an OAuth refresh token: spent once at /oauth2/token for a new access and refresh token")
-KINDS = (API_KEY, API_TOKEN, REFRESH_TOKEN)
+SESSION = OpaqueSecretKind(
+    "cs", "credenza-console-session", "session", dt.timedelta(hours=8),
+    "a web console session: its cookie, ended by signing out, idle time or revocation")
+KINDS = (API_KEY, API_TOKEN, REFRESH_TOKEN, SESSION)
 
 
 def kind_of(value: str) -> OpaqueSecretKind | None:

@@ -94,22 +94,31 @@ class FaultProxy:
 
 
 class FakeSignin:
-    """AWS's federation endpoint, as far as getSigninToken goes."""
+    """AWS's federation endpoint: getSigninToken, and the login a browser is sent to (a page
+    saying whether its sign-in token is one this fake issued)."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, str]] = []
         self.down = False
+        self.issued: set[str] = set()
         fake = self
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:
                 query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
                 fake.requests.append(query)
+                if not fake.down and query.get("Action") == "login":
+                    valid = query.get("SigninToken") in fake.issued
+                    page = (f"<h1>AWS Management Console</h1><p id=signin>"
+                            f"{'valid' if valid else 'invalid'} sign-in token</p>")
+                    self.reply(200 if valid else 400, page.encode(), "text/html")
+                    return
                 if fake.down or query.get("Action") != "getSigninToken":
                     self.reply(500 if fake.down else 400)
                     return
-                payload = json.dumps({"SigninToken": f"SIGNIN-TOKEN-{len(fake.requests)}"})
-                self.reply(200, payload.encode())
+                token = f"SIGNIN-TOKEN-{len(fake.requests)}"
+                fake.issued.add(token)
+                self.reply(200, json.dumps({"SigninToken": token}).encode())
 
         self.server, base = serve_on_loopback(Handler)
         self.url = f"{base}/federation"

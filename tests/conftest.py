@@ -23,7 +23,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 pytest_plugins = ["tests.aws_fixtures", "tests.ldap_fixtures", "tests.pg_fixtures",
-                  "tests.store_fixtures", "tests.hook_watch", "tests.audit_watch"]
+                  "tests.store_fixtures", "tests.hook_watch", "tests.audit_watch",
+                  "tests.browser_fixtures"]
 
 # boto3 in the tests and in the servers they start: no real AWS, no metadata probing, no profile.
 os.environ.update({

@@ -36,7 +36,8 @@ def test_an_old_server_key_names_its_new_place(tmp_path: Path, old: str, new: st
 
 
 @pytest.mark.parametrize(("table", "expected"), [
-    ("[api.icaa]\naudience = 'x'\n", "[api.icaa]: unknown API family (known: afp, aws-sdk, core, "),
+    ("[api.icaa]\naudience = 'x'\n",
+     "[api.icaa]: unknown API family (known: afp, aws-sdk, console, core, "),
     ("[api.ica]\naudiance = 'x'\n", "[api.ica] audiance: unknown key (known keys: audience, "
                                     "token_provider)"),
     ("[api.idaas-pam]\ninstance_id = 7\n", "[api.idaas-pam] instance_id: expected a non-empty "

@@ -19,7 +19,8 @@ GUIDES = Path(__file__).resolve().parent.parent / "docs" / "guides"
 SECRETS = {"AFP_AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AFP_AWS_SECRET_ACCESS_KEY": "secret",
            "CREDENZA_IMDS_TOKEN_KEY": "imds-key", "CREDENZA_LDAP_PASSWORD": "service-pw",
            "CREDENZA_AUDIT_HMAC_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-           "CREDENZA_METRICS_TOKEN": "metrics-token"}
+           "CREDENZA_METRICS_TOKEN": "metrics-token",
+           "CREDENZA_CONSOLE_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def test_the_reference_covers_the_core_the_families_and_every_builtin_plugin() -
     builtin = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][
         "credenza.plugins"]
     assert set(tables) == {"credenza", "server", "api.aws-sdk", "api.idaas-pam", "api.ica",
-                           "api.metrics",
+                           "api.metrics", "api.console",
                            *(f"plugins.{name}" for name in builtin)}
     assert all(cls is not None for cls in tables.values())
     rows = {row["key"]: row for row in describe(tables["plugins.jwt"])}

@@ -31,7 +31,7 @@ from credenza.errors import (
 from credenza.legacy import ACCOUNT_CONFIG_PATH, CONFIG_PATH, configure_afp_logging
 from credenza.loader import PluginManager
 from credenza.requestctx import RequestOrigin
-from credenza.wsgi import afp, ica, imds, keys, meta, oauth, pam
+from credenza.wsgi import afp, console, ica, imds, keys, meta, oauth, pam
 from credenza.wsgi import metrics as metrics_api
 from credenza.wsgi.routes import (
     CORE,
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 
 # The built-in API families; later families add their modules here.
-BUILTIN_ROUTE_MODULES = (meta, keys, afp, imds, oauth, pam, ica, metrics_api)
+BUILTIN_ROUTE_MODULES = (meta, keys, afp, imds, oauth, pam, ica, metrics_api, console)
 
 
 class CredenzaApp:
