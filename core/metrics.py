@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,8 +26,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-
-_T = TypeVar("_T")
 
 #: where this process's metrics are registered (when not in multiprocess mode)
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -84,12 +81,6 @@ def timed(histogram: Histogram) -> Iterator[None]:
         yield
     finally:
         histogram.observe(time.perf_counter() - started)
-
-
-def call_timed(histogram: Histogram, call: Callable[[], _T]) -> _T:
-    """``call()``, its duration observed in ``histogram``."""
-    with timed(histogram):
-        return call()
 
 
 def multiprocess_mode() -> bool:

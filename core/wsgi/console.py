@@ -177,6 +177,11 @@ def _set_cookie(ctx: RequestContext, response: Response, name: str, value: str,
                         secure=ctx.request.is_secure, httponly=True, samesite="Strict")
 
 
+def _delete_cookie(ctx: RequestContext, response: Response, name: str) -> None:
+    response.delete_cookie(_cookie_name(ctx, name), path="/", secure=ctx.request.is_secure,
+                           httponly=True, samesite="Strict")
+
+
 @attrs.frozen
 class Visitor:
     """Who is using the console: the principal, their session (None behind a front end), and
@@ -223,11 +228,17 @@ def _from_front_end(ctx: RequestContext, settings: ConsoleSettings) -> Visitor |
     return Visitor(principal, None, keyed_mac(settings.key(), "csrf-user", principal.name))
 
 
-def visitor(ctx: RequestContext) -> Visitor | None:
-    """The signed-in visitor, or None (then pages send them to sign in)."""
+def _enabled(ctx: RequestContext) -> ConsoleSettings:
+    """The console's settings; 404 when it is off."""
     settings: ConsoleSettings = ctx.settings(CONSOLE)
     if not settings.enabled:
         raise NotFound("the console is off ([api.console] enabled)")
+    return settings
+
+
+def visitor(ctx: RequestContext) -> Visitor | None:
+    """The signed-in visitor, or None (then pages send them to sign in)."""
+    settings = _enabled(ctx)
     found = _from_session(ctx, settings) or _from_front_end(ctx, settings)
     if found is not None and found.session is not None:
         ctx.identified(found.principal)
@@ -333,9 +344,7 @@ def signin_form(ctx: RequestContext, error: str | None = None, status: int = 200
 
 def signin(ctx: RequestContext, body: SignIn) -> Response:
     """Check the user name and password with the identity plugins; start a session."""
-    settings: ConsoleSettings = ctx.settings(CONSOLE)
-    if not settings.enabled:
-        raise NotFound("the console is off ([api.console] enabled)")
+    settings = _enabled(ctx)
     _checked_post(ctx, body.csrf, ctx.request.cookies.get(_cookie_name(ctx, SIGNIN_COOKIE), ""))
     address = ctx.request.remote_addr or "-"
     LIMITS.check(settings, body.username, address)
@@ -353,8 +362,7 @@ def signin(ctx: RequestContext, body: SignIn) -> Response:
     response = _redirect(ctx, "/ui/")
     _set_cookie(ctx, response, COOKIE, _session_cookie(ctx, settings, value),
                 settings.session_max_seconds)
-    response.delete_cookie(_cookie_name(ctx, SIGNIN_COOKIE), path="/",
-                           secure=ctx.request.is_secure, httponly=True, samesite="Strict")
+    _delete_cookie(ctx, response, SIGNIN_COOKIE)
     return response
 
 
@@ -367,8 +375,7 @@ def signout(ctx: RequestContext, body: CsrfOnly) -> Response:
     if found.session is not None:
         ctx.broker.tokens.revoke_record(found.principal, found.session)
     response = _redirect(ctx, "/ui/signin")
-    response.delete_cookie(_cookie_name(ctx, COOKIE), path="/", secure=ctx.request.is_secure,
-                           httponly=True, samesite="Strict")
+    _delete_cookie(ctx, response, COOKIE)
     return response
 
 
