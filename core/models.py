@@ -488,11 +488,12 @@ ACCESS_TOKEN_PROVIDER = "credenza-access"  # noqa: S105 - a provider name
 
 @attrs.frozen
 class TokenQuery:
-    """Which tokens a listing wants: one consumer's tokens of one provider, optionally only the
-    revoked (or unrevoked) and expired (or unexpired) ones."""
+    """Which tokens a listing wants: one consumer's tokens of one provider (None: of every
+    provider), optionally only the revoked (or unrevoked) and expired (or unexpired) ones."""
 
     consumer_id: str = attrs.field(validator=_printable)
-    provider: str = attrs.field(validator=_printable)
+    provider: str | None = attrs.field(default=None,
+                                       validator=attrs.validators.optional(_printable))
     revoked: bool | None = None
     expired: bool | None = None
 

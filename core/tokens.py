@@ -18,6 +18,7 @@ from credenza.models import (
     API_TOKEN_CLAIM,
     FAMILY_CLAIM,
     SHORT_TOKEN_PREFIX,
+    WILDCARD,
     GrantKind,
     IssuedEvent,
     IssuedToken,
@@ -174,12 +175,22 @@ class TokenLifecycle:
         if principal.name != consumer_id:
             self._broker.authorize(principal, GrantKind.ADMIN, provider)
 
+    def administers(self, principal: Principal, provider: str) -> bool:
+        """Whether ``principal`` may manage anyone's tokens of ``provider`` (a question, not a
+        check: no denial is reported)."""
+        return any(grant.permits(GrantKind.ADMIN, provider)
+                   for grant in self._broker.grants(principal))
+
     # -- listing --------------------------------------------------------------------------------
 
     def list(self, principal: Principal, query: TokenQuery, max_results: int,
              after: str | None) -> Page:
-        """One page of a consumer's tokens of one provider, in token id order after ``after``."""
-        self.authorize_manage(principal, query.consumer_id, query.provider)
+        """One page of a consumer's tokens of one provider, in token id order after ``after``.
+
+        Without a provider, of every provider: for the consumer itself, or an admin of all
+        (``admin`` grant on ``*``).
+        """
+        self.authorize_manage(principal, query.consumer_id, query.provider or WILDCARD)
         records, more, total = self.store.list(query, max_results, after, utcnow())
         return Page(records, records[-1].token_id if more and records else None, total)
 
@@ -210,13 +221,18 @@ class TokenLifecycle:
         self.set_revoked(principal, [record.token_id], revoked=True)
 
     def reinstate(self, principal: Principal, token: str) -> TokenRecord:
-        """Reinstate one revoked token: an admin act, refused for expired tokens."""
+        """Reinstate one revoked token, given by value: an admin act, refused for expired
+        tokens."""
         record = self._known(token)
+        self.reinstate_record(principal, record)
+        return record
+
+    def reinstate_record(self, principal: Principal, record: TokenRecord) -> None:
+        """Reinstate the revoked token of ``record`` (admin; refused once it has expired)."""
         self._broker.authorize(principal, GrantKind.ADMIN, record.provider)
         if record.expired():
             raise Conflict(f"token {record.token_id} has expired and cannot be reinstated")
         self.set_revoked(principal, [record.token_id], revoked=False)
-        return record
 
     def revoke_consumer(self, principal: Principal, consumer_id: str, provider: str) -> int:
         """Revoke all of a consumer's tokens of a provider; returns how many changed."""

@@ -275,8 +275,9 @@ class SqlTokenStore:
 
     def list(self, query: TokenQuery, max_results: int, after: str | None,
              now: dt.datetime) -> tuple[list[TokenRecord], bool, int]:
-        conditions = [tokens.c.consumer_id == query.consumer_id,
-                      tokens.c.provider == query.provider]
+        conditions = [tokens.c.consumer_id == query.consumer_id]
+        if query.provider is not None:
+            conditions.append(tokens.c.provider == query.provider)
         if query.revoked is not None:
             conditions.append(tokens.c.revoked == query.revoked)
         if query.expired is not None:

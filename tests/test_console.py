@@ -1,6 +1,7 @@
 """The web console (/ui/) in a real browser: sign in, filter the accounts, open the AWS console
-(a loopback fake of AWS's sign-in endpoint), show and copy credentials, sign out; a forged
-cross-site POST, an idle, revoked or ended session; the sign-in limits and the pages' headers."""
+(a loopback fake of AWS's sign-in endpoint), show and copy credentials, create and revoke an API
+key, an admin's view of a consumer's tokens, sign out; a forged cross-site POST, an idle,
+revoked or ended session; the sign-in limits, the pages' headers, a path prefix."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from werkzeug.serving import make_server
 from werkzeug.test import Client
 
 from credenza.broker import Broker
-from credenza.opaque import SESSION
+from credenza.models import BasicCredentials, IdentityRequest
+from credenza.opaque import API_KEY, SESSION
 from credenza.wsgi import make_app
 from credenza.wsgi.console import LIMITS, keyed_mac
 from tests.aws_fixtures import FakeSignin, FaultProxy
@@ -36,7 +38,8 @@ class Console:
                  environ_field: str | None = None) -> None:
         (tmp / "static.yaml").write_text(f"""
 users:
-  alice: {{password: "{password_hash}", grants: ["prod/admin", "dev/reader"]}}
+  alice: {{password: "{password_hash}", grants: ["prod/admin", "dev/reader"],
+          admin: [{API_KEY.provider}]}}
   bob: {{password: "{password_hash}", grants: ["dev/reader"]}}
 accounts:
   prod: {{id: "111111111111"}}
@@ -132,6 +135,116 @@ def test_the_whole_visit(page: Any, console: Console, signin: FakeSignin) -> Non
     assert console.broker.tokens.store.get(session.token_id).revoked
     page.goto(console.url + "/ui/")
     assert page.url.endswith("/ui/signin")
+
+
+def whoami(console: Console, key: str) -> int:
+    return console.client.get("/v1/whoami", headers={"X-API-Key": key}).status_code
+
+
+def test_create_copy_and_revoke_an_api_key(page: Any, console: Console) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console.url)
+    sign_in(page, console, "bob")
+    page.wait_for_url(console.url + "/ui/")
+    page.get_by_role("link", name="Tokens and API keys").click()
+    page.wait_for_url(console.url + "/ui/tokens")
+    assert page.locator("#keys tbody").inner_text().strip() == "You have no API keys."
+    session, = console.sessions("bob")
+    assert f"{session.token_id} (this session)" in page.locator("table.tokens").inner_text()
+    assert not page.get_by_role("link", name="Consumers").count()  # bob administers nothing
+
+    page.get_by_label("Name").fill("laptop")
+    page.get_by_label("Lifetime").select_option("30")
+    page.get_by_role("button", name="Create API key").click()
+    page.wait_for_url(console.url + "/ui/api-keys")
+    key = page.locator("#key").inner_text()
+    assert key.startswith("ck_") and whoami(console, key) == 200
+    page.get_by_role("button", name="Copy: the API key").click()
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    record, = console.broker.tokens.of_consumer("bob", API_KEY.provider)
+    assert (record.expires_at - record.issued_at).days == 30
+
+    # Listed by name, never again with its secret; revoked, it stops working at once.
+    page.get_by_role("link", name="Back to your tokens and API keys").click()
+    row = page.locator("#keys tbody tr")
+    assert row.inner_text().split("\t")[:2] == ["laptop", record.token_id]
+    assert key.split(".")[1] not in page.content()
+    page.get_by_role("button", name="Revoke API key laptop").click()
+    page.wait_for_url(console.url + "/ui/tokens")
+    assert row.inner_text().split("\t")[4] == "revoked"
+    assert whoami(console, key) == 401
+
+
+def test_an_admin_revokes_and_reinstates_a_consumers_tokens(page: Any,
+                                                           console: Console) -> None:
+    bob = console.broker.identify(IdentityRequest(basic=BasicCredentials("bob", "PASSWORD")))
+    record, key = console.broker.api_keys.create(bob, "ci")
+    SESSION.mint(console.broker.tokens.store, bob, consumer_id="bob", consumer_type="user",
+                 claims={"name": "bob", "source": "static", "kind": "user"})
+    sign_in(page, console)  # alice administers API keys, not sessions
+    page.wait_for_url(console.url + "/ui/")
+    page.get_by_role("link", name="Consumers").click()
+    page.get_by_label("Consumer").fill("bob")
+    page.get_by_label("Consumer").press("Enter")
+    page.wait_for_url(console.url + "/ui/consumers?consumer=bob")
+    rows = page.locator("table.tokens tbody tr")
+    assert rows.count() == 1 and record.token_id in rows.inner_text()  # not bob's session
+
+    page.get_by_role("button", name=f"Revoke {record.token_id}").click()
+    page.wait_for_url(console.url + "/ui/consumers?consumer=bob")
+    assert rows.inner_text().split("\t")[5] == "revoked" and whoami(console, key) == 401
+    page.get_by_role("button", name=f"Reinstate {record.token_id}").click()
+    page.wait_for_url(console.url + "/ui/consumers?consumer=bob")
+    assert rows.inner_text().split("\t")[5] == "live" and whoami(console, key) == 200
+
+
+def signed_in_client(console: Console, user: str) -> tuple[Client, str]:
+    """A werkzeug client with a session of ``user``, and its CSRF token."""
+    client = Client(console.app)
+    form = client.get("/ui/signin")
+    token = form.headers["Set-Cookie"].split("credenza_signin=")[1].split(";")[0]
+    assert client.post("/ui/signin", data={"username": user, "password": "PASSWORD",
+                                           "csrf": token}).status_code == 303
+    page = client.get("/ui/tokens").get_data(as_text=True)
+    return client, page.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_tokens_of_others_need_an_admin_grant(console: Console) -> None:
+    alice = console.broker.identify(IdentityRequest(basic=BasicCredentials("alice",
+                                                                           "PASSWORD")))
+    record, _key = console.broker.api_keys.create(alice, "deploy")
+    client, csrf = signed_in_client(console, "bob")
+    assert client.get("/ui/consumers?consumer=alice").status_code == 403
+    for action in ("revoke", "reinstate"):
+        answer = client.post(f"/ui/tokens/{action}", data={"token_id": record.token_id,
+                                                           "csrf": csrf})
+        assert answer.status_code == 403
+        assert "no grant for admin credenza-api-key" in answer.get_data(as_text=True)
+    assert not console.broker.tokens.store.get(record.token_id).revoked
+    # Wrong input is a page naming what was wrong, not a 500.
+    assert client.post("/ui/tokens/revoke", data={"token_id": "ck_nope",
+                                                  "csrf": csrf}).status_code == 404
+    bad = client.post("/ui/api-keys", data={"name": "x", "days": "7", "csrf": csrf})
+    assert bad.status_code == 400 and "days" in bad.get_data(as_text=True)
+    assert client.post("/ui/api-keys", data={"name": "x", "days": "30"}).status_code == 400
+    assert client.post("/ui/api-keys", data={"name": "x", "days": "30",
+                                              "csrf": "forged"}).status_code == 403
+    assert not console.broker.tokens.of_consumer("bob", API_KEY.provider)
+
+
+def test_under_a_path_prefix_links_and_redirects_keep_it(console: Console) -> None:
+    base = "http://localhost/credenza"  # as WSGIScriptAlias /credenza sets SCRIPT_NAME
+    answer = console.client.get("/ui/", base_url=base)
+    assert answer.status_code == 303 and answer.headers["Location"] == "/credenza/ui/signin"
+    form = console.client.get("/ui/signin", base_url=base)
+    text = form.get_data(as_text=True)
+    assert 'action="/credenza/ui/signin"' in text
+    assert 'src="/credenza/ui/static/console.js"' in text
+    token = form.headers["Set-Cookie"].split("credenza_signin=")[1].split(";")[0]
+    signed = console.client.post("/ui/signin", base_url=base, data={
+        "username": "bob", "password": "PASSWORD", "csrf": token})
+    assert signed.headers["Location"] == "/credenza/ui/"
+    page = console.client.get("/ui/", base_url=base).get_data(as_text=True)
+    assert 'href="/credenza/ui/tokens"' in page and '"/ui/' not in page
 
 
 def test_wrong_password_and_keyboard_only_sign_in(page: Any, console: Console) -> None:
@@ -251,8 +364,17 @@ def test_the_guides_apache_configuration_shows_the_front_end_user(
         monkeypatch.setenv(name, value)
     broker = Broker.from_config(Config.load(tmp_path / "apache.toml", {
         "CREDENZA__CREDENZA__DATA_DIR": str(tmp_path / "data")}))
-    page = Client(make_app(broker)).get("/ui/", environ_base={"REMOTE_USER": "alice"})
-    broker.close()
+    client = Client(make_app(broker))
+    alice = broker.identify(IdentityRequest(environ={"REMOTE_USER": "alice"}))
+    record, _key = broker.api_keys.create(alice, "laptop")
+    page = client.get("/ui/", environ_base={"REMOTE_USER": "alice"})
     text = page.get_data(as_text=True)
     assert page.status_code == 200
     assert all(role in text for role in ("admin", "developer", "reader"))
+    assert 'href="/ui/consumers"' not in text  # alice administers nothing
+    # ops-lead administers API keys and sessions: alice's key is in their view.
+    lead = client.get("/ui/consumers?consumer=alice", environ_base={"REMOTE_USER": "ops-lead"})
+    assert lead.status_code == 200 and record.token_id in lead.get_data(as_text=True)
+    assert client.get("/ui/consumers?consumer=ops-lead",
+                      environ_base={"REMOTE_USER": "alice"}).status_code == 403
+    broker.close()

@@ -26,14 +26,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from importlib import resources
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
 
 import attrs
 import jinja2
 import msgspec
 from werkzeug.wrappers import Response
 
+from credenza.apikeys import MAX_NAME_LENGTH
 from credenza.config import Section
 from credenza.errors import (
     BadRequest,
@@ -42,8 +43,17 @@ from credenza.errors import (
     NotFound,
     Unauthenticated,
 )
-from credenza.models import AwsOptions, BasicCredentials, IdentityRequest, Principal, TokenRecord
-from credenza.opaque import SESSION
+from credenza.models import (
+    AwsOptions,
+    BasicCredentials,
+    GrantKind,
+    IdentityRequest,
+    Principal,
+    TokenQuery,
+    TokenRecord,
+    utcnow,
+)
+from credenza.opaque import API_KEY, SESSION
 from credenza.secrets import configured_key
 from credenza.settings import read, setting
 from credenza.wsgi.routes import FORM, Family, Name, Reply, RequestContext, Route
@@ -138,7 +148,9 @@ def _policy(settings: ConsoleSettings) -> str:
 def _page(ctx: RequestContext, template: str, values: Mapping[str, Any], status: int = 200,
           headers: Mapping[str, str] | None = None) -> Response:
     settings = ctx.settings(CONSOLE)
-    body = _TEMPLATES.get_template(template).render(**values)
+    # links are under the application's root (SCRIPT_NAME), so the console works mounted under
+    # a path prefix
+    body = _TEMPLATES.get_template(template).render(root=ctx.request.script_root, **values)
     response = Response(body, status=status, content_type=f"{HTML}; charset=utf-8",
                         headers=dict(headers or {}))
     return _secured(response, settings)
@@ -156,6 +168,11 @@ def _secured(response: Response, settings: ConsoleSettings) -> Response:
 
 def _redirect(ctx: RequestContext, location: str) -> Response:
     return _secured(Response(status=303, headers={"Location": location}), ctx.settings(CONSOLE))
+
+
+def _to(ctx: RequestContext, path: str) -> Response:
+    """See the console's page ``path`` (under the application's root)."""
+    return _redirect(ctx, ctx.request.script_root + path)
 
 
 # -- sessions -------------------------------------------------------------------------------------
@@ -258,6 +275,24 @@ def _checked_post(ctx: RequestContext, presented: str, expected: str) -> None:
         raise Forbidden("the form has expired or did not come from this console: reload it")
 
 
+def _visitor_values(ctx: RequestContext, found: Visitor) -> dict[str, Any]:
+    """What every page of a signed-in visitor shows: who, sign-out, and the admin's link."""
+    return {"who": found.principal, "signed_in": found.session is not None, "csrf": found.csrf,
+            "admin": any(grant.kind == GrantKind.ADMIN
+                         for grant in ctx.broker.grants(found.principal))}
+
+
+def _signed_in(ctx: RequestContext) -> Visitor:
+    """The visitor of a page that needs one.
+
+    :raises Unauthenticated: without a live session (or front end's user).
+    """
+    found = visitor(ctx)
+    if found is None:
+        raise Unauthenticated("your session has ended: sign in again", challenges=())
+    return found
+
+
 def _refreshed(ctx: RequestContext, response: Response, found: Visitor) -> Response:
     """Slide the session's idle expiry forward on every page it sees."""
     if found.session is not None:
@@ -335,7 +370,7 @@ class CsrfOnly(msgspec.Struct):
 def signin_form(ctx: RequestContext, error: str | None = None, status: int = 200) -> Response:
     """The sign-in page (and a fresh CSRF cookie for its form)."""
     if error is None and visitor(ctx) is not None:
-        return _redirect(ctx, "/ui/")
+        return _to(ctx, "/ui/")
     token = secrets.token_urlsafe(32)
     response = _page(ctx, "signin.html", {"csrf": token, "error": error}, status=status)
     _set_cookie(ctx, response, SIGNIN_COOKIE, token, None)
@@ -359,7 +394,7 @@ def signin(ctx: RequestContext, body: SignIn) -> Response:
         ctx.broker.tokens.store, principal, consumer_id=principal.name, consumer_type="user",
         claims={"name": principal.name, "source": principal.source, "kind": principal.kind},
         lifetime=dt.timedelta(seconds=settings.session_max_seconds))
-    response = _redirect(ctx, "/ui/")
+    response = _to(ctx, "/ui/")
     _set_cookie(ctx, response, COOKIE, _session_cookie(ctx, settings, value),
                 settings.session_max_seconds)
     _delete_cookie(ctx, response, SIGNIN_COOKIE)
@@ -370,11 +405,11 @@ def signout(ctx: RequestContext, body: CsrfOnly) -> Response:
     """End the session server-side and forget the cookie."""
     found = visitor(ctx)
     if found is None:
-        return _redirect(ctx, "/ui/signin")
+        return _to(ctx, "/ui/signin")
     _checked_post(ctx, body.csrf, found.csrf)
     if found.session is not None:
         ctx.broker.tokens.revoke_record(found.principal, found.session)
-    response = _redirect(ctx, "/ui/signin")
+    response = _to(ctx, "/ui/signin")
     _delete_cookie(ctx, response, COOKIE)
     return response
 
@@ -383,14 +418,12 @@ def accounts(ctx: RequestContext) -> Response:
     """The visitor's accounts and roles, with a filter box and a button per role."""
     found = visitor(ctx)
     if found is None:
-        return _redirect(ctx, "/ui/signin")
+        return _to(ctx, "/ui/signin")
     catalogue = ctx.broker.accounts()
     rows = [(catalogue[name], role) for name, roles in
             ctx.broker.aws_roles(found.principal).items() for role in roles]
     return _refreshed(ctx, _page(ctx, "accounts.html", {
-        "who": found.principal, "signed_in": found.session is not None, "rows": rows,
-        "csrf": found.csrf,
-        "durations": DURATIONS}), found)
+        **_visitor_values(ctx, found), "rows": rows, "durations": DURATIONS}), found)
 
 
 DURATIONS = (("", "the account's default"), ("3600", "1 hour"), ("14400", "4 hours"),
@@ -399,9 +432,7 @@ DURATIONS = (("", "the account's default"), ("3600", "1 hour"), ("14400", "4 hou
 
 def _issued(ctx: RequestContext, body: RoleForm) -> tuple[Visitor, Any, Any, AwsOptions]:
     _same_site(ctx)
-    found = visitor(ctx)
-    if found is None:
-        raise Unauthenticated("your session has ended: sign in again", challenges=())
+    found = _signed_in(ctx)
     _checked_post(ctx, body.csrf, found.csrf)
     if body.duration and body.duration not in dict(DURATIONS):
         raise BadRequest(f"duration {body.duration!r} is not one of the choices")
@@ -436,13 +467,133 @@ def credentials(ctx: RequestContext, body: RoleForm) -> Response:
                f"credential_process = credenza aws creds {account.name} {body.role} "
                "--format process\n")
     return _refreshed(ctx, _page(ctx, "credentials.html", {
-        "who": found.principal, "signed_in": found.session is not None, "account": account,
-        "role": body.role, "csrf": found.csrf,
+        **_visitor_values(ctx, found), "account": account, "role": body.role,
         "expiration": expiration, "env": env, "json": as_json, "profile": profile}), found)
+
+
+# -- tokens and API keys --------------------------------------------------------------------------
+
+KEY_LIFETIMES = (("30", "30 days"), ("90", "90 days"), ("365", "1 year"))
+MAX_LISTED = 500  # tokens on one page; the page says how many more there are
+
+
+class NewApiKey(msgspec.Struct):
+    """The API key form: its name and lifetime in days (one of :data:`KEY_LIFETIMES`)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
+    csrf: str
+    days: str = "90"
+
+
+class TokenForm(msgspec.Struct):
+    """One token, by id (ids are not secrets), and the consumer view to go back to."""
+
+    token_id: Name
+    csrf: str
+    consumer: str = ""
+
+
+class ConsumerQuery(msgspec.Struct):
+    """Whose tokens the admin view shows."""
+
+    consumer: Name | None = None
+
+
+def _listing(ctx: RequestContext, found: Visitor, consumer: str) -> tuple[list[TokenRecord],
+                                                                          int]:
+    """The unexpired tokens of ``consumer`` the visitor may manage, newest first, and how many
+    more there are."""
+    tokens = ctx.broker.tokens
+    if not tokens.enabled:
+        return [], 0
+    records, _more, total = tokens.store.list(TokenQuery(consumer, expired=False), MAX_LISTED,
+                                              None, utcnow())
+    if consumer != found.principal.name:
+        allowed = {provider for provider in {record.provider for record in records}
+                   if tokens.administers(found.principal, provider)}
+        records = [record for record in records if record.provider in allowed]
+    records.sort(key=lambda record: record.issued_at, reverse=True)
+    return records, max(0, total - MAX_LISTED)
+
+
+def tokens_page(ctx: RequestContext) -> Response:
+    """The visitor's API keys (with a form for a new one) and their other live tokens, each
+    with Revoke."""
+    found = visitor(ctx)
+    if found is None:
+        return _to(ctx, "/ui/signin")
+    records, more = _listing(ctx, found, found.principal.name)
+    keys = [record for record in records if record.provider == API_KEY.provider]
+    others = [record for record in records if record.provider != API_KEY.provider]
+    return _refreshed(ctx, _page(ctx, "tokens.html", {
+        **_visitor_values(ctx, found), "keys": keys, "others": others, "more": more,
+        "session_id": found.session.token_id if found.session else None,
+        "lifetimes": KEY_LIFETIMES, "consumer": ""}), found)
+
+
+def create_api_key(ctx: RequestContext, body: NewApiKey) -> Response:
+    """A new API key acting as the visitor, shown on this page once."""
+    _same_site(ctx)
+    found = _signed_in(ctx)
+    _checked_post(ctx, body.csrf, found.csrf)
+    if body.days not in dict(KEY_LIFETIMES):
+        raise BadRequest(f"days {body.days!r} is not one of the choices")
+    record, value = ctx.broker.api_keys.create(found.principal, body.name,
+                                               dt.timedelta(days=int(body.days)))
+    return _refreshed(ctx, _page(ctx, "api-key.html", {
+        **_visitor_values(ctx, found), "record": record, "key": value}), found)
+
+
+def _token_form(ctx: RequestContext, body: TokenForm) -> tuple[Visitor, TokenRecord]:
+    _same_site(ctx)
+    found = _signed_in(ctx)
+    _checked_post(ctx, body.csrf, found.csrf)
+    tokens = ctx.broker.tokens
+    record = tokens.store.get(body.token_id) if tokens.enabled else None
+    if record is None:
+        raise NotFound(f"no token {body.token_id!r}")
+    return found, record
+
+
+def _back(ctx: RequestContext, found: Visitor, body: TokenForm) -> Response:
+    if body.consumer:
+        return _refreshed(ctx, _to(ctx, f"/ui/consumers?{urlencode({'consumer': body.consumer})}"),
+                          found)
+    return _refreshed(ctx, _to(ctx, "/ui/tokens"), found)
+
+
+def revoke_token(ctx: RequestContext, body: TokenForm) -> Response:
+    """Revoke one token (the visitor's own, or one they administer)."""
+    found, record = _token_form(ctx, body)
+    ctx.broker.tokens.revoke_record(found.principal, record)
+    return _back(ctx, found, body)
+
+
+def reinstate_token(ctx: RequestContext, body: TokenForm) -> Response:
+    """Reinstate one revoked, unexpired token (admins)."""
+    found, record = _token_form(ctx, body)
+    ctx.broker.tokens.reinstate_record(found.principal, record)
+    return _back(ctx, found, body)
+
+
+def consumer_page(ctx: RequestContext, query: ConsumerQuery) -> Response:
+    """Admins: one consumer's live tokens of the providers they administer, with Revoke and
+    Reinstate."""
+    found = visitor(ctx)
+    if found is None:
+        return _to(ctx, "/ui/signin")
+    values = _visitor_values(ctx, found)
+    if not values["admin"]:
+        raise Forbidden(f"{found.principal.name} administers no tokens (no admin grant)")
+    records, more = _listing(ctx, found, query.consumer) if query.consumer else ([], 0)
+    return _refreshed(ctx, _page(ctx, "consumer.html", {
+        **values, "consumer": query.consumer or "", "others": records, "more": more,
+        "session_id": None}), found)
 
 
 def static(ctx: RequestContext, name: str) -> Response:
     """The console's own script and style sheet."""
+    _enabled(ctx)
     if name not in STATIC_FILES:
         raise NotFound(f"no file {name!r}")
     data = resources.files("credenza").joinpath("console", "static", name).read_bytes()
@@ -456,7 +607,8 @@ PAGE = {200: Reply("A page", media_type=HTML)}
 SEE_OTHER = {303: Reply("On to the next page (or to sign in)", media_type="")}
 POST_ERRORS = {400: "A field is missing or wrong", 401: "Not signed in",
                403: "Cross-site, or without the form's CSRF token; or no grant",
-               404: "Unknown account, or the console is off", 503: "STS unavailable"}
+               404: "Unknown account or token, or the console is off",
+               503: "A dependency (STS, the token store) is unavailable"}
 
 ROUTES = (
     Route("/ui/", accounts, family=CONSOLE, authenticated=False, content_type=HTML,
@@ -481,6 +633,26 @@ ROUTES = (
     Route("/ui/credentials", credentials, methods=("POST",), family=CONSOLE,
           authenticated=False, body=RoleForm, body_media_type=FORM, content_type=HTML,
           summary="A role's credentials, shown on request", responses={**PAGE, **POST_ERRORS}),
+    Route("/ui/tokens", tokens_page, family=CONSOLE, authenticated=False, content_type=HTML,
+          summary="Your tokens and API keys", responses={**PAGE, **SEE_OTHER,
+                                                         404: "The console is off"}),
+    Route("/ui/api-keys", create_api_key, methods=("POST",), family=CONSOLE,
+          authenticated=False, body=NewApiKey, body_media_type=FORM, content_type=HTML,
+          summary="Create an API key (shown on this page once)",
+          responses={**PAGE, **POST_ERRORS}),
+    Route("/ui/tokens/revoke", revoke_token, methods=("POST",), family=CONSOLE,
+          authenticated=False, body=TokenForm, body_media_type=FORM,
+          summary="Revoke a token (yours, or one you administer)",
+          responses={**SEE_OTHER, **POST_ERRORS}),
+    Route("/ui/tokens/reinstate", reinstate_token, methods=("POST",), family=CONSOLE,
+          authenticated=False, body=TokenForm, body_media_type=FORM,
+          summary="Reinstate a revoked token (admins)",
+          responses={**SEE_OTHER, **POST_ERRORS, 409: "The token has expired"}),
+    Route("/ui/consumers", consumer_page, family=CONSOLE, authenticated=False,
+          query=ConsumerQuery, content_type=HTML,
+          summary="Admins: a consumer's tokens, to revoke and reinstate",
+          responses={**PAGE, **SEE_OTHER, 400: "A bad consumer name",
+                     403: "No admin grant", 404: "The console is off"}),
     Route("/ui/static/<name>", static, family=CONSOLE, authenticated=False,
           content_type="text/plain", summary="The console's script and style sheet",
           responses={200: "The file", 404: "No such file"}),

@@ -6,7 +6,7 @@ document.addEventListener("DOMContentLoaded", () => {
     box.addEventListener("input", () => {
       const wanted = box.value.trim().toLowerCase();
       for (const row of document.querySelectorAll(box.dataset.filter)) {
-        row.hidden = wanted !== "" && !row.dataset.text.toLowerCase().includes(wanted);
+        row.hidden = wanted !== "" && !(row.dataset.text || "").toLowerCase().includes(wanted);
       }
     });
   }
