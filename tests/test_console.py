@@ -25,6 +25,7 @@ from credenza.wsgi import make_app
 from credenza.wsgi.console import LIMITS, keyed_mac
 from tests.aws_fixtures import FakeSignin, FaultProxy
 from tests.conftest import QuietHandler, free_port, serve_on_loopback
+from tests.ldap_fixtures import PASSWORDS, SERVICE_DN, SUFFIX, Slapd
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
@@ -35,7 +36,8 @@ class Console:
     """A credenza instance with the console, served over HTTP on loopback in this process."""
 
     def __init__(self, tmp: Path, sts: FaultProxy, signin: FakeSignin, password_hash: str,
-                 environ_field: str | None = None) -> None:
+                 environ_field: str | None = None,
+                 ldap: dict[str, Any] | None = None) -> None:
         (tmp / "static.yaml").write_text(f"""
 users:
   alice: {{password: "{password_hash}", grants: ["prod/admin", "dev/reader"],
@@ -46,7 +48,8 @@ accounts:
   dev: {{id: "222222222222"}}
 """)
         origin = signin.url.rsplit("/", 1)[0]
-        plugins = ["static", "aws-sts", "jwt", "sql"] + (["environ"] if environ_field else [])
+        plugins = ["static", "aws-sts", "jwt", "sql"] + (["environ"] if environ_field else []) \
+            + (["ldap"] if ldap else [])
         self.broker = Broker.from_config({
             "credenza": {"plugins": plugins, "data_dir": str(tmp / "data")},
             "api": {"console": {"session_key": SESSION_KEY, "signin_origins": [origin],
@@ -55,7 +58,7 @@ accounts:
                         "aws-sts": {"endpoint_url": sts.url, "access_key_id": "testing",
                                     "secret_access_key": "env:CREDENZA_TEST_AWS_SECRET",
                                     "signin_url": signin.url, "max_attempts": 1},
-                        "jwt": {}, "sql": {}},
+                        "jwt": {}, "sql": {}, **({"ldap": ldap} if ldap else {})},
         })
         self.app = make_app(self.broker)
         self.client = Client(self.app)
@@ -197,12 +200,13 @@ def test_an_admin_revokes_and_reinstates_a_consumers_tokens(page: Any,
     assert rows.inner_text().split("\t")[5] == "live" and whoami(console, key) == 200
 
 
-def signed_in_client(console: Console, user: str) -> tuple[Client, str]:
+def signed_in_client(console: Console, user: str,
+                     password: str = "PASSWORD") -> tuple[Client, str]:  # noqa: S107
     """A werkzeug client with a session of ``user``, and its CSRF token."""
     client = Client(console.app)
     form = client.get("/ui/signin")
     token = form.headers["Set-Cookie"].split("credenza_signin=")[1].split(";")[0]
-    assert client.post("/ui/signin", data={"username": user, "password": "PASSWORD",
+    assert client.post("/ui/signin", data={"username": user, "password": password,
                                            "csrf": token}).status_code == 303
     page = client.get("/ui/tokens").get_data(as_text=True)
     return client, page.split('name="csrf" value="')[1].split('"')[0]
@@ -350,6 +354,29 @@ def test_behind_a_front_end_remote_user_needs_no_sign_in(tmp_path: Path, sts: Fa
         console.close()
 
 
+
+
+def test_standalone_with_ldap_people_sign_in_with_their_directory_password(
+        tmp_path: Path, sts: FaultProxy, signin: FakeSignin, password_hash: str,
+        slapd: Slapd) -> None:
+    console = Console(tmp_path, sts, signin, password_hash, ldap={
+        "url": slapd.url, "bind_dn": SERVICE_DN, "bind_password": PASSWORDS["service"],
+        "user_base": f"ou=people,{SUFFIX}", "group_base": f"ou=groups,{SUFFIX}",
+        "group_patterns": [r"aws-(?P<account>[a-z]+)-(?P<role>[a-z]+)"]})
+    try:
+        LIMITS.__init__()
+        client, _csrf = signed_in_client(console, "carol", PASSWORDS["carol"])
+        page = client.get("/ui/").get_data(as_text=True)
+        assert "<td>prod</td><td>111111111111</td><td>viewer</td>" in page  # group aws-prod-viewer
+        session, = console.sessions("carol")
+        assert session.claims["source"] == "ldap"
+        stranger = Client(console.app)
+        form = stranger.get("/ui/signin")
+        token = form.headers["Set-Cookie"].split("credenza_signin=")[1].split(";")[0]
+        assert stranger.post("/ui/signin", data={"username": "carol", "password": "wrong",
+                                                 "csrf": token}).status_code == 401
+    finally:
+        console.close()
 
 
 def test_the_guides_apache_configuration_shows_the_front_end_user(
