@@ -6,7 +6,7 @@ the command a profile written by ``credenza aws profile`` runs (``python -m cred
 prod admin --format process``) after one warm-up call: the client's JWT is cached in its
 token_info file and the broker's credential cache holds the role, so each call is a process
 start plus one HTTP request. Prints the medians, the ratio to ``python -c pass``, and where
-the time goes (the import of the command alone).
+the time goes (the import of the entry point alone: a warm call needs nothing more).
 
     python benchmarks/credential_process.py [--runs 20]
 """
@@ -76,13 +76,13 @@ def main() -> None:
             assert json.loads(first.stdout)["Version"] == 1
             proxy.reset()
             bare = median_seconds([sys.executable, "-c", "pass"], env, args.runs)
-            imports = median_seconds([sys.executable, "-c", "import credenza.cli.aws"], env,
+            imports = median_seconds([sys.executable, "-c", "import credenza.entry"], env,
                                      args.runs)
             warm = median_seconds(process, env, args.runs)
             calls = len(proxy.assume_role_calls())
             server.stop()
     print(f"{'python -c pass (baseline)':<34} {bare * 1000:7.1f} ms")
-    print(f"{'import credenza.cli.aws':<34} {imports * 1000:7.1f} ms")
+    print(f"{'import credenza.entry':<34} {imports * 1000:7.1f} ms")
     print(f"{'credential_process, warm caches':<34} {warm * 1000:7.1f} ms  "
           f"(STS calls during {args.runs} runs: {calls})")
     print(f"ratio credential_process / bare interpreter: {warm / bare:.1f}x; "

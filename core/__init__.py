@@ -4,23 +4,25 @@ Plugins use :data:`hookimpl`; embedding applications use :class:`Broker` and
 :func:`credenza.wsgi.make_app`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-from credenza.markers import hookimpl
-
-try:
-    __version__ = version("credenza")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
-
 
 def __getattr__(name: str) -> object:
-    # The broker pulls in stevedore and werkzeug: load it only when asked for, so that a plugin
-    # importing `hookimpl` stays cheap.
+    # Loaded when asked for: the broker pulls in stevedore and werkzeug, the hook marker pluggy,
+    # the version importlib.metadata; a credential_process call (credenza.entry) needs none.
     if name == "Broker":
         from credenza.broker import Broker
 
         return Broker
+    if name == "hookimpl":
+        from credenza.markers import hookimpl
+
+        return hookimpl
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("credenza")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "0.0.0"
     raise AttributeError(f"module 'credenza' has no attribute {name!r}")
 
 

@@ -1,5 +1,5 @@
 """``python -m credenza``: the same as the ``credenza`` command."""
 
-from credenza.cli import main
+from credenza.entry import main
 
 main()

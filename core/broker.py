@@ -32,8 +32,6 @@ from credenza.errors import (
 )
 from credenza.loader import PluginManager, load_plugins
 from credenza.models import (
-    ACCOUNT_NAME,
-    ROLE_NAME,
     WILDCARD,
     Account,
     AwsCredentials,
@@ -51,9 +49,8 @@ from credenza.models import (
     TokenSpec,
     TokenStore,
     UpstreamToken,
-    valid_account_name,
-    valid_role_name,
 )
+from credenza.names import ACCOUNT_NAME, ROLE_NAME, valid_account_name, valid_role_name
 from credenza.oauth import OAuth
 from credenza.tokens import TokenLifecycle
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from credenza import requestctx
+from credenza.names import valid_role_name
 from credenza.requestctx import RequestOrigin
 
 UTC = dt.UTC
@@ -267,18 +268,6 @@ class Grant:
 PARTITIONS = frozenset({"aws", "aws-us-gov", "aws-cn"})
 # ASCII only: look-alike letters, path separators and dot segments never name anything. Clients
 # check names too, before they put them into a URL path.
-ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
-
-
-def valid_account_name(name: str) -> bool:
-    """Whether ``name`` could name an account of the catalogue."""
-    return bool(ACCOUNT_NAME.match(name))
-
-
-def valid_role_name(name: str) -> bool:
-    """Whether ``name`` is an IAM role name (without a path), and not a dot segment."""
-    return bool(ROLE_NAME.match(name)) and bool(name.strip("."))
 
 
 _ACCOUNT_ID = re.compile(r"^\d{12}$")

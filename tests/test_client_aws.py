@@ -286,3 +286,46 @@ def test_revoking_the_api_token_ends_its_jwts_at_once(broker: dict[str, Any]) ->
     stuck = Auth(broker["url"], jwt_token=auth.token, token_info_path=None)
     with pytest.raises(BrokerError, match="401 Unauthorized: its API token has been revoked"):
         aws_credentials("prod", "admin", stuck)
+
+
+TRACED = ("import atexit, sys\n"
+          "atexit.register(lambda: print('answered by the', 'full client' if 'credenza.cli' in "
+          "sys.modules else 'quick path', file=sys.stderr))\n"
+          "sys.argv = ['credenza', *sys.argv[1:]]\n"
+          "from credenza.entry import main\n"
+          "main()\n")
+
+
+def traced(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``credenza ARGS`` through the console script's entry point, saying who answered."""
+    return subprocess.run([sys.executable, "-c", TRACED, *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_warm_credential_process_call_is_answered_without_the_client(
+        logged_in: dict[str, str], tmp_path: Path) -> None:
+    process = ("aws", "creds", "prod", "admin", "--format", "process")
+    full = credenza(logged_in, *process)  # logs the JWT into token_info, warms the cache
+    quick = traced(logged_in, *process)
+    assert quick.returncode == 0 and "answered by the quick path" in quick.stderr
+    assert json.loads(quick.stdout).keys() == json.loads(full.stdout).keys()
+    assert json.loads(quick.stdout)["Version"] == 1
+
+    # Whatever it cannot answer as the client would goes to the client, which explains it.
+    refused = traced(logged_in, "aws", "creds", "prod", "app", "--format", "process")
+    assert refused.returncode == 1 and "answered by the full client" in refused.stderr
+    assert "403 Forbidden: alice has no grant for aws prod role app" in refused.stderr
+    proxied = traced({**logged_in, "HTTPS_PROXY": "http://127.0.0.1:9", "CREDENZA_RETRIES": "0",
+                      "NO_PROXY": "127.0.0.1"}, *process)
+    assert proxied.returncode == 0 and "answered by the full client" in proxied.stderr
+    info_path = Path(logged_in["CREDENZA_TOKEN_INFO_PATH"])
+    info = json.loads(info_path.read_text())
+    claims = pyjwt.decode(info["jwt_token"], options={"verify_signature": False})
+    stale = pyjwt.encode({**claims, "exp": int(dt.datetime.now(dt.UTC).timestamp()) + 60},
+                         "not-the-brokers-key-" * 2, algorithm="HS256")  # expires soon
+    info_path.write_text(json.dumps({**info, "jwt_token": stale}))
+    refreshed = traced(logged_in, *process)
+    assert refreshed.returncode == 0 and "answered by the full client" in refreshed.stderr
+    assert json.loads(info_path.read_text())["jwt_token"] != stale  # the client refreshed it
+    again = traced(logged_in, *process)
+    assert "answered by the quick path" in again.stderr

@@ -17,8 +17,6 @@ The semantics of the Descartes Labs client (docs/protocols/descartes-auth.md), a
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import fcntl
 import hashlib
@@ -32,11 +30,11 @@ from typing import Any
 
 import requests
 
+from credenza import tokeninfo
 from credenza.client.errors import AuthError, BrokerError, OAuthError
 from credenza.client.transport import RETRY_STATUSES, reason, send
 from credenza.secrets import private_directory, write_private_file
 
-DEFAULT_TOKEN_INFO_PATH = Path("~/.credenza/token_info.json")
 _UNSET: Any = object()
 
 
@@ -46,7 +44,7 @@ class Auth:
     def __init__(self, url: str | None = None, client_id: str | None = None,
                  client_secret: str | None = None, refresh_token: str | None = None,
                  jwt_token: str | None = None, token_info_path: Any = _UNSET,
-                 leeway: int = 500, retries: int | None = None,
+                 leeway: int = tokeninfo.LEEWAY, retries: int | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         env = os.environ
         if refresh_token and client_secret and refresh_token != client_secret:
@@ -58,7 +56,7 @@ class Auth:
         self.refresh_token = secret
         self._token = jwt_token or env.get("CREDENZA_TOKEN")
         if token_info_path is _UNSET:
-            token_info_path = env.get("CREDENZA_TOKEN_INFO_PATH") or DEFAULT_TOKEN_INFO_PATH
+            token_info_path = tokeninfo.configured_path()
         self.token_info_path = Path(token_info_path).expanduser() if token_info_path else None
         self.url = (url or env.get("CREDENZA_URL") or self._read_info().get("url")
                     or "http://127.0.0.1:8080").rstrip("/")
@@ -70,13 +68,7 @@ class Auth:
     # -- the token_info file --------------------------------------------------------------------
 
     def _read_info(self) -> dict[str, Any]:
-        if self.token_info_path is None:
-            return {}
-        try:
-            data = json.loads(self.token_info_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return tokeninfo.read(self.token_info_path)
 
     def _merge_token_info(self) -> None:
         info = self._read_info()
@@ -117,15 +109,7 @@ class Auth:
     # -- tokens ---------------------------------------------------------------------------------
 
     def _usable(self, token: str | None, margin: int) -> bool:
-        payload = _claims(token) if token else None
-        if payload is None:
-            return False
-        if self.client_id and payload.get("aud") != self.client_id:
-            return False
-        try:
-            return float(payload.get("exp", 0)) - margin > time.time()
-        except (TypeError, ValueError):
-            return False
+        return tokeninfo.usable(token, self.client_id, margin)
 
     def logout(self) -> bool:
         """Forget the stored credentials (the token_info file); True if there was one."""
@@ -221,7 +205,7 @@ class Auth:
     @property
     def payload(self) -> dict[str, Any]:
         """The claims of the current token (not verified: the broker signed it for others)."""
-        payload = _claims(self.token)
+        payload = tokeninfo.claims(self.token)
         if payload is None:
             raise AuthError("the token is not a JWT")
         return payload
@@ -267,14 +251,6 @@ def _int_env(name: str, default: int) -> int:
     return int(raw)
 
 
-def _claims(token: str) -> dict[str, Any] | None:
-    """A JWT's payload, unverified (the client only reads what the broker wrote for others)."""
-    try:
-        segment = token.split(".")[1]
-        payload = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (IndexError, ValueError, binascii.Error):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 _default: Auth | None = None

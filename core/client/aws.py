@@ -23,14 +23,11 @@ from typing import TYPE_CHECKING, Any
 from credenza.client.auth import Auth, get_default_auth
 from credenza.client.errors import BrokerError
 from credenza.models import (
-    ACCOUNT_NAME,
-    ROLE_NAME,
     AwsCredentials,
     aws_timestamp,
     parse_aws_timestamp,
-    valid_account_name,
-    valid_role_name,
 )
+from credenza.names import ACCOUNT_NAME, ROLE_NAME, valid_account_name, valid_role_name
 from credenza.secrets import write_private_file
 
 if TYPE_CHECKING:
