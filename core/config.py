@@ -70,6 +70,14 @@ class ServerSettings:
     bind: str = setting("The address and port to listen on", "127.0.0.1:8080")
     workers: int = setting("Worker processes", 2, min=1, max=64)
     threads: int = setting("Threads per worker process", 8, min=1, max=256)
+    worker_class: str = setting("gunicorn's worker class: gthread (threads; keep-alive) or "
+                                "sync (one request at a time per process)", "gthread",
+                                choices=("gthread", "sync"))
+    worker_connections: int = setting(
+        "Connections one gthread worker holds at most before it leaves new ones to the others",
+        1000, min=1, max=100000)
+    keepalive_seconds: int = setting("How long an idle keep-alive connection stays open (0: "
+                                     "close after each answer)", 2, min=0, max=300)
     certfile: Path | None = setting("The TLS certificate (PEM); with keyfile: HTTPS", None)
     keyfile: Path | None = setting("The TLS private key (PEM)", None)
     max_body_bytes: int = setting("The largest request body accepted (413 above it)",

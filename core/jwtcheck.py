@@ -7,9 +7,13 @@ algorithm always comes from the key, never from the token's header.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import attrs
 import jwt
 
 from credenza.errors import Unauthenticated
@@ -52,3 +56,59 @@ def checked_claims(token: str, key: Any, algorithm: str, *, require: Iterable[st
         raise Unauthenticated(f"token has no {exc.claim!r} claim") from None
     except jwt.PyJWTError as exc:
         raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
+
+
+@attrs.frozen
+class Verified:
+    """A token's checked claims, the key that signed it, and how long they may be reused."""
+
+    kid: str
+    claims: dict[str, Any]
+    until: float
+
+
+class VerifiedTokens:
+    """Tokens whose signature and claims were checked, to skip the signature next time: an
+    ES256 verification costs more than the rest of a request, and a bearer token is presented
+    again and again while it lives.
+
+    Safe because what a hit skips cannot change: the same token under the same checks
+    verifies the same way. A hit is re-checked for expiry (``exp`` with the leeway); the
+    caller re-checks that the key is still trusted; revocation is asked of the store every
+    time, as without the cache. Keyed by a digest of the token, so the cache holds no
+    presentable secret; entries live ``ttl`` seconds at most.
+    """
+
+    def __init__(self, size: int = 10_000, ttl: float = 60,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._entries: dict[bytes, Verified] = {}
+        self._size = size
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(token: str, context: str) -> bytes:
+        return hashlib.sha256(f"{context}\0{token}".encode()).digest()
+
+    def get(self, token: str, context: str, leeway: int) -> Verified | None:
+        """The checked claims of ``token`` under the checks named ``context``, if still good."""
+        key = self._key(token, context)
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        now = self._clock()
+        if now >= found.until or now >= float(found.claims.get("exp", 0)) + leeway:
+            with self._lock:
+                self._entries.pop(key, None)
+            return None
+        return found
+
+    def put(self, token: str, context: str, kid: str, claims: dict[str, Any]) -> None:
+        """Remember that ``token`` passed the checks named ``context`` with key ``kid``."""
+        with self._lock:
+            if len(self._entries) >= self._size:  # full: forget the older half
+                for old in list(self._entries)[: self._size // 2]:
+                    del self._entries[old]
+            self._entries[self._key(token, context)] = Verified(kid, claims,
+                                                                self._clock() + self._ttl)

@@ -68,7 +68,7 @@ import jwt
 from credenza import metrics
 from credenza.config import Section
 from credenza.errors import BadRequest, Forbidden, InvalidScope, Unauthenticated, Unavailable
-from credenza.jwtcheck import check_size, checked_claims
+from credenza.jwtcheck import VerifiedTokens, check_size, checked_claims
 from credenza.keyring import ALGORITHMS, Keyring, b64url
 from credenza.markers import hookimpl
 from credenza.models import (
@@ -249,6 +249,7 @@ class JwtIssuer:
         self.keyring = Keyring(key_dir, {p.algorithm for p in self.providers.values()}
                                | {"ES256"} | set(settings.key_rotation))
         self.rotation = self._schedules(section, settings.key_rotation)
+        self.verified = VerifiedTokens()
 
     def _schedules(self, section: Section, rotation: Mapping[str, KeyRotationSettings]
                    ) -> dict[str, tuple[int, float]]:
@@ -445,11 +446,17 @@ class JwtIssuer:
         :raises Unauthenticated: saying what is wrong (nothing about the key material).
         """
         check_size(token)
+        audiences = None if audiences is None else sorted(audiences)
+        checks = "any audience" if audiences is None else "aud\0" + "\0".join(audiences)
+        known = self.verified.get(token, checks, self.leeway)
+        if known is not None and self.keyring.by_kid(known.kid) is not None:
+            return dict(known.claims)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise Unauthenticated("malformed token") from None
-        key = self.keyring.by_kid(str(header.get("kid", "")))
+        kid = str(header.get("kid", ""))
+        key = self.keyring.by_kid(kid)
         if key is None:
             raise Unauthenticated("token signed with an unknown key")
         claims = checked_claims(token, key.private.public_key(), key.alg, audiences=audiences,
@@ -457,7 +464,8 @@ class JwtIssuer:
         allowed_issuers = {self.issuer} | {i for p in self.providers.values() for i in p.issuers}
         if claims.get("iss") not in allowed_issuers:
             raise Unauthenticated("token has an unknown issuer")
-        return claims
+        self.verified.put(token, checks, kid, claims)
+        return dict(claims)
 
     @hookimpl
     def credenza_identify(self, request: IdentityRequest) -> Principal | None:

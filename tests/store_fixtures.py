@@ -12,9 +12,9 @@ from credenza.plugins.sql import SqlTokenStore
 from tests.pg_fixtures import Postgres
 
 
-def make_store(url: str | None, data_dir: Path) -> SqlTokenStore:
+def make_store(url: str | None, data_dir: Path, **settings: object) -> SqlTokenStore:
     table = {"credenza": {"data_dir": str(data_dir), "plugins": ["sql"]},
-             "plugins": {"sql": {"url": url} if url else {}}}
+             "plugins": {"sql": {**({"url": url} if url else {}), **settings}}}
     config = Config.from_mapping(table)
     store = SqlTokenStore(config.section("sql"))
     store.credenza_token_store(config)

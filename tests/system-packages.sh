@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the tests need from Debian besides Python packages: slapd (LDAP tests), PostgreSQL
 # (token store tests), curl, jq and promtool (the documented commands are run as written),
-# chromium (the web console's tests drive it with Playwright).
+# chromium (the web console's tests drive it with Playwright), wrk (the HTTP benchmarks' load).
 # Installed when missing (as root: apt-get works as it is on these machines).
 set -euo pipefail
 missing=()
@@ -11,6 +11,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v wrk >/dev/null || missing+=(wrk)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "the tests need these Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2

@@ -21,6 +21,7 @@ from werkzeug.test import Client
 from credenza import hookimpl
 from credenza.broker import Broker
 from credenza.errors import BadRequest, ConfigError, Conflict, Forbidden, Unauthenticated
+from credenza.jwtcheck import VerifiedTokens
 from credenza.models import Grant, Principal, TokenSpec
 from credenza.plugins.sql import tokens
 from credenza.wsgi import make_app
@@ -341,3 +342,42 @@ def test_the_key_commands_run_in_process(tmp_path: Path, capsys: pytest.CaptureF
     assert done.value.code == 0
     states = sorted(line.split()[2] for line in capsys.readouterr().out.splitlines())
     assert states == ["active", "next"]
+
+
+def test_a_verified_token_is_reused_only_under_the_same_checks(broker: Broker) -> None:
+    plugin = issuer_of(broker)
+    token = issue(broker).value
+    claims = plugin.verify(token, [AUDIENCE])
+    assert plugin.verify(token, [AUDIENCE]) == claims  # the second time from the cache
+    with pytest.raises(Unauthenticated, match="not meant for this audience"):
+        plugin.verify(token, ["https://other.example.com"])  # other checks: verified afresh
+    header, payload, signature = token.split(".")
+    with pytest.raises(Unauthenticated):
+        plugin.verify(f"{header}.{payload}.{signature[:-4]}AAAA", [AUDIENCE])
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_verified_tokens_are_forgotten_when_they_expire_or_after_the_ttl() -> None:
+    clock = FakeClock(1000.0)
+    cache = VerifiedTokens(size=4, ttl=60, clock=clock)
+    cache.put("token", "checks", "kid-1", {"exp": 1030})
+    assert cache.get("token", "checks", leeway=0).kid == "kid-1"
+    assert cache.get("token", "other checks", leeway=0) is None
+    clock.now = 1029.5
+    assert cache.get("token", "checks", leeway=0) is not None
+    clock.now = 1030
+    assert cache.get("token", "checks", leeway=0) is None  # the token has expired
+    cache.put("long-lived", "checks", "kid-1", {"exp": 99_999})
+    clock.now += 60
+    assert cache.get("long-lived", "checks", leeway=0) is None  # the ttl has passed
+    for number in range(9):
+        cache.put(f"token-{number}", "checks", "kid-1", {"exp": 99_999})
+    assert sum(cache.get(f"token-{n}", "checks", 0) is not None for n in range(9)) <= 4
+    assert cache.get("token-8", "checks", 0) is not None  # the newest stays

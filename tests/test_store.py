@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,81 @@ def test_purge_runs_at_start_and_from_the_command_line(tmp_path: Path) -> None:
                              "purge"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("purged 1 expired token records from sqlite:///")
+
+
+def _held(store: SqlTokenStore) -> tuple[threading.Event, threading.Thread]:
+    """A write that leads and holds its transaction open until the returned event is set."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def hold(conn: sa.Connection) -> None:
+        entered.set()
+        gate.wait(30)
+
+    leader = threading.Thread(target=store.writer.write, args=("hold", hold))
+    leader.start()
+    assert entered.wait(10)
+    return gate, leader
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    """Wait (by events of other threads, not by time) until ``condition`` holds."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        threading.Event().wait(0.001)
+
+
+def _queue_behind(store: SqlTokenStore, gate: threading.Event, leader: threading.Thread,
+                  write: Callable[[TokenRecord], None], items: list[TokenRecord]) -> None:
+    """``write`` each item in its own thread, queued behind the held leader; then let go."""
+    threads = [threading.Thread(target=write, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    _until(lambda: store.writer.waiting == len(items))
+    gate.set()
+    for thread in [leader, *threads]:
+        thread.join(10)
+
+
+def test_writes_queued_behind_a_commit_commit_together(store: SqlTokenStore) -> None:
+    commits: list[int] = []
+    sa.event.listen(store.writer.engine, "commit", lambda conn: commits.append(1))
+    gate, leader = _held(store)
+    records = [record() for _ in range(10)]
+    _queue_behind(store, gate, leader, store.add, records)
+    assert len(commits) == 2  # the held one, then the ten queued behind it in one
+    assert all(store.get(item.token_id) == item for item in records)
+
+
+def test_a_write_failing_on_its_own_fails_alone(store: SqlTokenStore) -> None:
+    existing = record()
+    store.add(existing)
+    gate, leader = _held(store)
+    good = [record() for _ in range(3)]
+    outcomes: dict[str, Exception | None] = {}
+
+    def add(item: TokenRecord) -> None:
+        try:
+            store.add(item)
+            outcomes[item.token_id] = None
+        except Exception as exc:
+            outcomes[item.token_id + "-dup" if item is existing else item.token_id] = exc
+
+    _queue_behind(store, gate, leader, add, [*good, existing])
+    driver = store.engine.dialect.loaded_dbapi  # the hot statements run on the driver
+    assert isinstance(outcomes[existing.token_id + "-dup"], driver.IntegrityError)
+    assert all(outcomes[item.token_id] is None for item in good)
+    assert all(store.get(item.token_id) == item for item in good)
+
+
+def test_a_write_not_committed_in_time_is_503_and_withdrawn(tmp_path: Path) -> None:
+    store = make_store(None, tmp_path, write_wait_seconds=1)
+    gate, leader = _held(store)
+    late = record()
+    with pytest.raises(Unavailable, match="no commit within 1 s"):
+        store.add(late)
+    gate.set()
+    leader.join(10)
+    store.add(record())  # the writer carries on
+    assert store.get(late.token_id) is None
+    store.close()

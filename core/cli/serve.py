@@ -51,8 +51,10 @@ class CredenzaServer(BaseApplication):
         settings: dict[str, Any] = {
             "bind": [server.bind],
             "workers": server.workers,
-            "worker_class": "gthread",
+            "worker_class": server.worker_class,
             "threads": server.threads,
+            "worker_connections": server.worker_connections,
+            "keepalive": server.keepalive_seconds,
             "graceful_timeout": server.graceful_timeout,
             "proc_name": "credenza",
             "errorlog": "-",
