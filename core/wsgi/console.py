@@ -271,6 +271,10 @@ def _same_site(ctx: RequestContext) -> None:
 def _checked_post(ctx: RequestContext, presented: str, expected: str) -> None:
     """Refuse a state-changing request made cross-site, or without the form's CSRF token."""
     _same_site(ctx)
+    _checked_token(presented, expected)
+
+
+def _checked_token(presented: str, expected: str) -> None:
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise Forbidden("the form has expired or did not come from this console: reload it")
 
@@ -282,14 +286,17 @@ def _visitor_values(ctx: RequestContext, found: Visitor) -> dict[str, Any]:
                          for grant in ctx.broker.grants(found.principal))}
 
 
-def _signed_in(ctx: RequestContext) -> Visitor:
-    """The visitor of a page that needs one.
+def _poster(ctx: RequestContext, csrf: str) -> Visitor:
+    """The signed-in visitor who posted a form of this console with its CSRF token ``csrf``.
 
+    :raises Forbidden: cross-site (asked before anything is looked up), or a wrong token.
     :raises Unauthenticated: without a live session (or front end's user).
     """
+    _same_site(ctx)
     found = visitor(ctx)
     if found is None:
         raise Unauthenticated("your session has ended: sign in again", challenges=())
+    _checked_token(csrf, found.csrf)
     return found
 
 
@@ -431,9 +438,7 @@ DURATIONS = (("", "the account's default"), ("3600", "1 hour"), ("14400", "4 hou
 
 
 def _issued(ctx: RequestContext, body: RoleForm) -> tuple[Visitor, Any, Any, AwsOptions]:
-    _same_site(ctx)
-    found = _signed_in(ctx)
-    _checked_post(ctx, body.csrf, found.csrf)
+    found = _poster(ctx, body.csrf)
     if body.duration and body.duration not in dict(DURATIONS):
         raise BadRequest(f"duration {body.duration!r} is not one of the choices")
     settings: ConsoleSettings = ctx.settings(CONSOLE)
@@ -533,9 +538,7 @@ def tokens_page(ctx: RequestContext) -> Response:
 
 def create_api_key(ctx: RequestContext, body: NewApiKey) -> Response:
     """A new API key acting as the visitor, shown on this page once."""
-    _same_site(ctx)
-    found = _signed_in(ctx)
-    _checked_post(ctx, body.csrf, found.csrf)
+    found = _poster(ctx, body.csrf)
     if body.days not in dict(KEY_LIFETIMES):
         raise BadRequest(f"days {body.days!r} is not one of the choices")
     record, value = ctx.broker.api_keys.create(found.principal, body.name,
@@ -545,9 +548,7 @@ def create_api_key(ctx: RequestContext, body: NewApiKey) -> Response:
 
 
 def _token_form(ctx: RequestContext, body: TokenForm) -> tuple[Visitor, TokenRecord]:
-    _same_site(ctx)
-    found = _signed_in(ctx)
-    _checked_post(ctx, body.csrf, found.csrf)
+    found = _poster(ctx, body.csrf)
     tokens = ctx.broker.tokens
     record = tokens.store.get(body.token_id) if tokens.enabled else None
     if record is None:
