@@ -103,21 +103,31 @@ class TieredCache(Generic[T]):
         self.shared = store
 
     def obtain(self, key: tuple[str, ...], need: dt.timedelta, margin: dt.timedelta,
-               fetch: Callable[[], T]) -> T:
+               fetch: Callable[[], T], renew: bool = False) -> T:
         """A value valid for ``need`` + ``margin``, cached or else fresh from ``fetch``.
 
         When fetching fails with :class:`Unavailable` but a cached value still covers ``need``,
         that is served: it is complete and valid, and its issuer being down should not take it
         away. Otherwise the failure is raised: a value too short for the caller is never served.
+
+        ``renew`` fetches anew whatever is cached (a caller found the cached value refused) and
+        puts the new value in both tiers; a failure is raised then, never the old value served.
         """
         if self.size == 0:
             return fetch()
         digest = hashlib.sha256("\0".join(key).encode()).digest()
+        stripe = self._stripes[int.from_bytes(digest[:4], "big") % len(self._stripes)]
+        if renew:
+            with stripe:
+                fresh = self._fetch(fetch, None, need)
+                self._remember(digest, fresh)
+                if self.shared is not None:
+                    self._store(digest, fresh)
+                return fresh
         cached = self._peek(digest)
         if self._covers(cached, need + margin):
             metrics.CACHE.labels("memory").inc()
             return cached  # type: ignore[return-value]  # _covers checked it is not None
-        stripe = self._stripes[int.from_bytes(digest[:4], "big") % len(self._stripes)]
         with stripe:
             cached = self._peek(digest)  # another thread may have refreshed it meanwhile
             if self._covers(cached, need + margin):

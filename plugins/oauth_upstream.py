@@ -7,6 +7,9 @@ Settings (``[plugins.oauth-upstream]``):
     ``credenza upstream new-key`` and encrypt values with ``credenza upstream encrypt``.
 ``refresh_before_seconds``
     Fetch a new upstream token this long before the cached one expires (default 60).
+``cache_key``
+    base64 of 32 random bytes sealing the upstream tokens shared through the token store
+    (default: a key generated into ``DATA_DIR/upstream-cache.key``; replicas need the same).
 ``[plugins.oauth-upstream.providers.NAME]``
     ``token_url``, ``client_id``, ``client_secret`` (``env:``/``file:``), ``scope`` (default
     scope), ``auth_method`` (``client_secret_basic``, default, or ``client_secret_post``).
@@ -14,16 +17,19 @@ Settings (``[plugins.oauth-upstream]``):
     identifier -> ciphertext (the managed credential, encrypted with ``encryption_key``).
 
 Tokens are fetched with the client-credentials grant and shared by every permitted caller until
-shortly before they expire; one fetch at a time per provider and scope. Callers need an ``oauth``
-grant for the provider (or an ``api-key`` grant for a managed key): the broker checks it.
+shortly before they expire: by every worker and replica when the token store is a shared cache
+(the ``sql`` plugin's; sealed, see :mod:`credenza.sharedcache`), one fetch at a time per provider
+and scope. While the upstream endpoint is down, a cached token with at least half of
+``refresh_before_seconds`` left is still served. Callers need an ``oauth`` grant for the provider
+(or an ``api-key`` grant for a managed key): the broker checks it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 import click
@@ -33,8 +39,33 @@ from cryptography.fernet import Fernet, InvalidToken
 from credenza.config import Section
 from credenza.errors import ConfigError, Unavailable
 from credenza.markers import hookimpl
-from credenza.models import UpstreamToken, utcnow
+from credenza.models import SharedCache, UpstreamToken, utcnow
+from credenza.secrets import configured_key
 from credenza.settings import read, setting
+from credenza.sharedcache import Codec, TieredCache
+
+if TYPE_CHECKING:
+    from credenza.broker import Broker
+
+#: upstream tokens kept per process (a few per provider and scope)
+CACHE_SIZE = 1024
+#: seconds to connect to and to read from an upstream token endpoint
+CONNECT_TIMEOUT, READ_TIMEOUT = 5, 10
+
+
+def _dump_token(token: UpstreamToken) -> bytes:
+    return json.dumps({"value": token.value, "token_type": token.token_type,
+                       "scope": token.scope, "expires_at": token.expires_at.isoformat()}).encode()
+
+
+def _load_token(data: bytes) -> UpstreamToken:
+    fields = json.loads(data)
+    return UpstreamToken(fields["value"], fields["token_type"], fields["scope"],
+                         dt.datetime.fromisoformat(fields["expires_at"]))
+
+
+#: how upstream tokens are kept in the shared cache (sealed: see credenza.sharedcache)
+TOKENS = Codec(_dump_token, _load_token, lambda token: token.expires_at)
 
 
 @attrs.frozen
@@ -78,6 +109,10 @@ class OAuthUpstreamSettings:
         "The Fernet key of the managed API keys (credenza upstream new-key)", None, secret=True)
     refresh_before_seconds: int = setting("Fetch a new upstream token this long before the "
                                           "cached one expires", 60, min=0, max=3600)
+    cache_key: str | None = setting(
+        "base64 of 32 random bytes sealing the upstream tokens shared through the token store "
+        "(AES-256-GCM); every replica needs the same", None, secret=True,
+        default_text="a key generated into DATA_DIR/upstream-cache.key")
     providers: Mapping[str, UpstreamSettings] = setting("Upstream OAuth providers by name", {})
     api_keys: Mapping[str, str] = setting(
         "Managed API keys: identifier -> ciphertext (credenza upstream encrypt)", {})
@@ -96,7 +131,12 @@ class OAuthUpstream:
         except ValueError:
             raise section.error("encryption_key", "not a Fernet key (credenza upstream "
                                 "new-key makes one)") from None
-        self.refresh_before = dt.timedelta(seconds=settings.refresh_before_seconds)
+        # Fetched anew refresh_before ahead of expiry; while upstream is down, served on
+        # until half of that is left.
+        self.need = dt.timedelta(seconds=settings.refresh_before_seconds / 2)
+        self.margin = dt.timedelta(seconds=settings.refresh_before_seconds) - self.need
+        self._cache_key = configured_key(section, "cache_key", settings.cache_key,
+                                         "upstream-cache.key")
         providers = section.get_table("providers")  # names the errors below
         self.providers = {name: UpstreamProvider.from_settings(name, provider,
                                                                providers.get_table(name))
@@ -108,11 +148,15 @@ class OAuthUpstream:
         for identifier, ciphertext in self.api_keys.items():
             if self._decrypt(ciphertext) is None:
                 raise keys.error(identifier, "cannot be decrypted with encryption_key")
-        self.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=10),
-                                        retries=False)
-        self._cache: dict[tuple[str, str | None], UpstreamToken] = {}
-        self._locks: dict[tuple[str, str | None], threading.Lock] = {}
-        self._guard = threading.Lock()
+        self.http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT), retries=False)
+        self.cache = TieredCache(CACHE_SIZE, TOKENS, lease=CONNECT_TIMEOUT + READ_TIMEOUT + 5)
+
+    @hookimpl
+    def credenza_startup(self, broker: Broker) -> None:
+        store = broker.tokens.store if broker.tokens.enabled else None
+        if isinstance(store, SharedCache):
+            self.cache.share(store, self._cache_key())
 
     def _decrypt(self, ciphertext: str) -> str | None:
         """The plaintext, or None when this key cannot decrypt it."""
@@ -139,16 +183,9 @@ class OAuthUpstream:
         upstream = self.providers.get(provider)
         if upstream is None:
             return None
-        key = (provider, scope or upstream.scope)
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # one fetch at a time per provider and scope
-            cached = self._cache.get(key)
-            if not force and cached and cached.expires_at - utcnow() > self.refresh_before:
-                return cached
-            token = self._fetch(upstream, key[1])
-            self._cache[key] = token
-            return token
+        scope = scope or upstream.scope
+        return self.cache.obtain(("upstream", provider, scope or ""), self.need, self.margin,
+                                 lambda: self._fetch(upstream, scope), renew=force)
 
     def _fetch(self, upstream: UpstreamProvider, scope: str | None) -> UpstreamToken:
         fields = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}

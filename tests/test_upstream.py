@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import subprocess
 import sys
 import urllib.parse
@@ -29,6 +30,7 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.calls: list[dict[str, str]] = []
         self.failing = False
+        self.lifetime = 3600
         fake = self
 
         class Handler(QuietHandler):
@@ -40,8 +42,9 @@ class FakeUpstream:
                 if fake.failing:
                     self.reply(500)
                     return
-                body = json.dumps({"access_token": f"up-{len(fake.calls)}", "expires_in": 3600,
-                                   "token_type": "Bearer", "scope": form.get("scope", "")})
+                body = json.dumps({"access_token": f"up-{len(fake.calls)}",
+                                   "expires_in": fake.lifetime, "token_type": "Bearer",
+                                   "scope": form.get("scope", "")})
                 self.reply(200, body.encode())
 
         self.server, base = serve_on_loopback(Handler)
@@ -83,14 +86,23 @@ oauth_clients:
   app: {{sha256: "{app_hash}", oauth: [vendor, ghost], credentials: [vendor-key, nothing]}}
   other: {{sha256: "{other_hash}"}}
 """)
-    client = Client(make_app(Broker.from_config(config(tmp_path, upstream, key, ciphertext))))
+    settings = config(tmp_path, upstream, key, ciphertext)
+    client = Client(make_app(Broker.from_config(settings)))
 
     def bearer(name: str, secret: str) -> dict[str, str]:
         token = client.post("/oauth2/token", auth=(name, secret), data={
             "grant_type": "client_credentials", "scope": "urn:cloud:idaas:pam"}).get_json()
         return {"Authorization": f"Bearer {token['access_token']}"}
 
-    return {"client": client, "app": bearer("app", app), "other": bearer("other", other)}
+    return {"client": client, "app": bearer("app", app), "other": bearer("other", other),
+            "config": settings}
+
+
+def fetched(client: Client, headers: dict[str, str], **fields: Any) -> str:
+    response = client.post(FETCH, json={"credentialProviderIdentifier": "vendor", **fields},
+                           headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["oauthAccessTokenContent"]["accessTokenValue"]
 
 
 FETCH = "/v2/credenza/authenticationTokens/_/actions/fetchOAuthAccessToken"
@@ -117,6 +129,40 @@ def test_upstream_tokens_are_fetched_once_and_shared(pam: dict[str, Any],
     forced = client.post(FETCH, json={"credentialProviderIdentifier": "vendor",
                                       "forceAuthentication": True}, headers=pam["app"])
     assert forced.get_json()["oauthAccessTokenContent"]["accessTokenValue"] == "up-2"
+
+
+def test_workers_sharing_a_store_fetch_once(pam: dict[str, Any], upstream: FakeUpstream,
+                                           tmp_path: Path) -> None:
+    # A second broker on the same data directory is what another gunicorn worker is.
+    other_worker = Client(make_app(Broker.from_config(pam["config"])))
+    assert fetched(pam["client"], pam["app"]) == "up-1"
+    assert fetched(other_worker, pam["app"]) == "up-1"
+    assert len(upstream.calls) == 1
+    # A forced fetch renews the shared copy: a worker that had none in memory gets the new one.
+    assert fetched(other_worker, pam["app"], forceAuthentication=True) == "up-2"
+    third_worker = Client(make_app(Broker.from_config(pam["config"])))
+    assert fetched(third_worker, pam["app"]) == "up-2"
+    assert len(upstream.calls) == 2
+    key = tmp_path / "data" / "upstream-cache.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    sealed = sqlite3.connect(tmp_path / "data" / "tokens.sqlite3").execute(
+        "SELECT value FROM credenza_cache").fetchall()
+    assert sealed and all(b"up-2" not in row[0] for row in sealed)
+
+
+def test_a_cached_token_outlives_an_upstream_outage_until_half_the_margin(
+        pam: dict[str, Any], upstream: FakeUpstream) -> None:
+    upstream.lifetime = 45  # inside refresh_before_seconds (60): every call fetches anew
+    assert fetched(pam["client"], pam["app"]) == "up-1"
+    upstream.failing = True
+    assert fetched(pam["client"], pam["app"]) == "up-1"  # 45 s left: more than 30
+    assert len(upstream.calls) == 2
+    upstream.failing, upstream.lifetime = False, 20
+    assert fetched(pam["client"], pam["app"], forceAuthentication=True) == "up-3"
+    upstream.failing = True
+    down = pam["client"].post(FETCH, json={"credentialProviderIdentifier": "vendor"},
+                              headers=pam["app"])
+    assert down.status_code == 503  # 20 s left: too short to hand out
 
 
 def test_upstream_refusals_and_failures(pam: dict[str, Any], upstream: FakeUpstream) -> None:
