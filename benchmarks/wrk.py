@@ -8,6 +8,7 @@ machines. Needs Debian's ``wrk`` (``tests/system-packages.sh`` installs it).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import re
@@ -16,7 +17,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -34,11 +37,15 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int  # non-2xx answers and socket errors
+    #: connections each server process held halfway through (most first): 16/0 is one worker
+    #: serving everything on one core
+    split: tuple[int, ...] = ()
 
     def line(self, label: str, limit: float) -> str:
         return (f"{label:<44} {self.requests_per_second:8.0f} req/s  "
                 f"{self.requests_per_second / limit:5.2f}x the bare limit  "
-                f"p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms")
+                f"p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms  "
+                f"conns {'/'.join(map(str, self.split)) or '?'}")
 
 
 def _milliseconds(text: str) -> float:
@@ -87,12 +94,28 @@ def run(url: str, seconds: float = 10, method: str = "GET",
         if warmup:
             subprocess.run(["wrk", f"-d{max(1, round(warmup))}s", *command],
                            capture_output=True, check=True)
+        split: list[tuple[int, ...]] = []
+        sampler = threading.Timer(seconds / 2, lambda: split.append(connection_split(url)))
+        sampler.start()
         output = subprocess.run(["wrk", f"-d{max(1, round(seconds))}s", *command],
                                 capture_output=True, text=True, check=True).stdout
-    load = parse(output)
+        sampler.join()
+    load = attrs.evolve(parse(output), split=split[0] if split else ())
     if load.errors:
         raise SystemExit(f"{load.errors} requests to {url} failed:\n{output}")
     return load
+
+
+def connection_split(url: str) -> tuple[int, ...]:
+    """How many established connections to ``url``'s port each process holds (``ss``, from
+    iproute2; nothing without it)."""
+    if shutil.which("ss") is None:
+        return ()
+    port = urllib.parse.urlsplit(url).port
+    listing = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                             capture_output=True, text=True).stdout
+    held = collections.Counter(re.findall(r"pid=(\d+)", listing))
+    return tuple(sorted(held.values(), reverse=True))
 
 
 def free_port() -> int:
@@ -110,24 +133,28 @@ class Layout:
     threads: int = 8
     worker_connections: int = 1000
     keepalive_seconds: int = 2
+    reuse_port: bool = True
 
     def __str__(self) -> str:
         return (f"{self.worker_class}, {self.workers} workers x {self.threads} threads, "
                 f"worker_connections {self.worker_connections}, "
-                f"keep-alive {self.keepalive_seconds} s")
+                f"keep-alive {self.keepalive_seconds} s, "
+                f"{'a socket per worker' if self.reuse_port else 'one shared socket'}")
 
     def toml(self) -> str:
         """The ``[server]`` lines of credenza's configuration."""
         return "\n".join([f'worker_class = "{self.worker_class}"', f"workers = {self.workers}",
                           f"threads = {self.threads}",
                           f"worker_connections = {self.worker_connections}",
-                          f"keepalive_seconds = {self.keepalive_seconds}"])
+                          f"keepalive_seconds = {self.keepalive_seconds}",
+                          f"reuse_port = {str(self.reuse_port).lower()}"])
 
     def gunicorn_args(self) -> list[str]:
         """The same layout on gunicorn's command line."""
         return ["-w", str(self.workers), "-k", self.worker_class, "--threads", str(self.threads),
                 "--worker-connections", str(self.worker_connections),
-                "--keep-alive", str(self.keepalive_seconds)]
+                "--keep-alive", str(self.keepalive_seconds),
+                *(["--reuse-port"] if self.reuse_port else [])]
 
 
 @contextlib.contextmanager

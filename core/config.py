@@ -78,6 +78,10 @@ class ServerSettings:
         1000, min=1, max=100000)
     keepalive_seconds: int = setting("How long an idle keep-alive connection stays open (0: "
                                      "close after each answer)", 2, min=0, max=300)
+    reuse_port: bool = setting(
+        "Each worker listens on its own socket (SO_REUSEPORT) and the kernel spreads new "
+        "connections evenly over them; off: one shared socket, where a busy moment can leave "
+        "most connections with one worker (TCP binds with a fixed port only)", True)
     certfile: Path | None = setting("The TLS certificate (PEM); with keyfile: HTTPS", None)
     keyfile: Path | None = setting("The TLS private key (PEM)", None)
     max_body_bytes: int = setting("The largest request body accepted (413 above it)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from credenza.cli.serve import reusable
 from tests.conftest import running_server
 from tests.tls import make_ca_and_server_cert
 
@@ -117,3 +119,46 @@ def test_json_logs_carry_the_request_id_on_every_line(tmp_path: Path) -> None:
     assert {"time", "level", "logger", "process", "request_id", "message"} <= set(mine[0])
     assert any("Booting worker" in line["message"] for line in lines)
     assert any(line["message"].startswith("credenza: serving") for line in lines)
+
+
+def listeners(port: int) -> dict[int, set[int]]:
+    """Which processes hold which listening TCP sockets (by inode) on ``port`` (from /proc)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rpartition(":")[2], 16) == port and fields[3] == "0A":  # LISTEN
+            inodes.add(int(fields[9]))
+    held: dict[int, set[int]] = {}
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:  # a process or descriptor that went away meanwhile
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+            held.setdefault(int(fd.parts[2]), set()).add(int(target[8:-1]))
+    return held
+
+
+def test_each_worker_listens_on_its_own_socket(tmp_path: Path) -> None:
+    """The kernel spreads connections over the workers' sockets: with one shared socket, a
+    worker that happened to be awake took most connections and served them on one core."""
+    with running_server(tmp_path, []) as server:
+        port = int(server.url.rpartition(":")[2])
+        held = listeners(port)
+        assert server.process.pid not in held  # the master listens on nothing
+        assert len(held) == 2 and all(len(sockets) == 1 for sockets in held.values())
+        assert len(set().union(*held.values())) == 2
+        assert requests.get(server.url + "/status", timeout=5).status_code == 200
+    (tmp_path / "shared").mkdir()
+    with running_server(tmp_path / "shared", [],
+                        {"CREDENZA__SERVER__REUSE_PORT": "false"}) as server:
+        held = listeners(int(server.url.rpartition(":")[2]))
+        assert server.process.pid in held and len(held) == 3  # master and workers: one socket
+        assert len(set().union(*held.values())) == 1
+
+
+def test_a_socket_per_worker_only_where_each_can_bind_the_same_address() -> None:
+    assert reusable("127.0.0.1:8080") and reusable("[::1]:8080")
+    assert not reusable("unix:/run/credenza.sock")
+    assert not reusable("fd://3")
+    assert not reusable("127.0.0.1:0")
