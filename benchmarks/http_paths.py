@@ -3,7 +3,8 @@
 In one run, with ``wrk -t2 -c16`` on the same cores as the server (``credenza serve``, the
 ``[server]`` layout given, SQLite store unless said otherwise):
 
-1. the bare limit: the bare app (:mod:`benchmarks.limit_app`) on gunicorn with the same layout;
+1. the bare limit: the bare app (:mod:`benchmarks.limit_app`) on gunicorn as
+   ``../shared/bench/limit.sh`` runs it (every ratio is to this), and on credenza's layout;
 2. AFP credentials with a warm cache (HTTP Basic, moto's STS behind it);
 3. IDaaS ``generateJwt`` (ES256 and a store write) and OAuth ``client_credentials`` (a store
    write), on SQLite and then on PostgreSQL;
@@ -155,11 +156,13 @@ def main() -> None:
     paths = set(args.paths.split(","))
     client = new_api_key("bench-app")
 
-    limit = wrk.bare_limit(args.layout, args.seconds)
-    print(f"{args.layout}")
-    print(f"{'bare limit':<44} {limit.requests_per_second:8.0f} req/s  {'':<22}"
-          f"p50 {limit.p50_ms:6.2f} ms  p99 {limit.p99_ms:6.2f} ms", flush=True)
+    limit = wrk.bare_limit(wrk.LIMIT_LAYOUT, args.seconds)
     rate = limit.requests_per_second
+    print(f"credenza: {args.layout}")
+    print(limit.line("bare limit (limit.sh's layout)", rate), flush=True)
+    if args.layout != wrk.LIMIT_LAYOUT:
+        print(wrk.bare_limit(args.layout, args.seconds).line("bare app, credenza's layout", rate),
+              flush=True)
     with tempfile.TemporaryDirectory() as tmp, local_aws() as (sts, signin):
         os.environ.setdefault("CREDENZA__CREDENZA__LOG_LEVEL", "WARNING")
         with server(Path(tmp) / "sqlite", args, sts, signin, None, client) as running:

@@ -151,10 +151,17 @@ class Layout:
 
     def gunicorn_args(self) -> list[str]:
         """The same layout on gunicorn's command line."""
-        return ["-w", str(self.workers), "-k", self.worker_class, "--threads", str(self.threads),
+        threads = 1 if self.worker_class == "sync" else self.threads  # else gunicorn's gthread
+        return ["-w", str(self.workers), "-k", self.worker_class, "--threads", str(threads),
                 "--worker-connections", str(self.worker_connections),
                 "--keep-alive", str(self.keepalive_seconds),
                 *(["--reuse-port"] if self.reuse_port else [])]
+
+
+#: how ``../shared/bench/limit.sh`` (the machine's limit the performance issues quote) runs the
+#: bare app: ``-w 2 -k sync --threads 8``, which gunicorn runs as gthread (sync with threads),
+#: one shared socket
+LIMIT_LAYOUT = Layout("gthread", 2, 8, 1000, 2, reuse_port=False)
 
 
 @contextlib.contextmanager

@@ -69,7 +69,8 @@ class ServerSettings:
 
     bind: str = setting("The address and port to listen on", "127.0.0.1:8080")
     workers: int = setting("Worker processes", 2, min=1, max=64)
-    threads: int = setting("Threads per worker process", 8, min=1, max=256)
+    threads: int = setting("Threads per gthread worker process (a sync worker has one)", 8,
+                           min=1, max=256)
     worker_class: str = setting("gunicorn's worker class: gthread (threads; keep-alive) or "
                                 "sync (one request at a time per process)", "gthread",
                                 choices=("gthread", "sync"))

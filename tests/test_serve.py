@@ -162,3 +162,12 @@ def test_a_socket_per_worker_only_where_each_can_bind_the_same_address() -> None
     assert not reusable("unix:/run/credenza.sock")
     assert not reusable("fd://3")
     assert not reusable("127.0.0.1:0")
+
+
+def test_sync_workers_are_sync(tmp_path: Path) -> None:
+    """gunicorn turns "sync" with threads into gthread; credenza's sync means one request at a
+    time per process, whatever [server] threads says."""
+    with running_server(tmp_path, [], {"CREDENZA__SERVER__WORKER_CLASS": "sync"}) as server:
+        assert requests.get(server.url + "/status", timeout=5).status_code == 200
+        server.stop()
+    assert "Using worker: sync" in server.log()

@@ -53,7 +53,8 @@ class CredenzaServer(BaseApplication):
             "bind": [server.bind],
             "workers": server.workers,
             "worker_class": server.worker_class,
-            "threads": server.threads,
+            # gunicorn runs "sync" with threads as gthread: sync means one request at a time
+            "threads": 1 if server.worker_class == "sync" else server.threads,
             "worker_connections": server.worker_connections,
             "keepalive": server.keepalive_seconds,
             "reuse_port": server.reuse_port and reusable(server.bind),
