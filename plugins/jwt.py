@@ -53,9 +53,11 @@ so ``alg: none`` and HS256-with-the-public-key forgeries fail.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -419,10 +421,16 @@ class JwtIssuer:
 
     @staticmethod
     def _unverified_issuer(token: str) -> str | None:
+        """The ``iss`` a JWT claims, unchecked: it only chooses the keys that verify the token.
+        (PyJWT's unverified decode checks the base64 alphabet byte by byte in Python: a tenth
+        of a validate request, for a value that the verification checks anyway.)"""
+        payload = token.split(".")[1]
         try:
-            return jwt.decode(token, options={"verify_signature": False}).get("iss")
-        except jwt.PyJWTError:
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (ValueError, RecursionError):  # not base64 (binascii.Error), UTF-8 or JSON
             return None
+        issuer = claims.get("iss") if isinstance(claims, dict) else None
+        return issuer if isinstance(issuer, str) else None
 
     def verify_external(self, token: str, issuer: str) -> dict[str, Any]:
         """Claims of a token from a trusted external issuer, checked against its JWKS."""

@@ -394,6 +394,9 @@ class SqlTokenStore:
             _write_engine(self.engine) if database else self.engine,
             Path(f"{database}.lock") if database and database != ":memory:" else None,
             settings.write_wait_seconds, self._unavailable, self.down)
+        #: the hot reads' engine: on PostgreSQL, autocommit connections with no ping on
+        #: checkout (a read by key was four round trips: ping, BEGIN, SELECT, ROLLBACK)
+        self.reader = self.engine if database else _reader_engine(self.engine)
         self._get = Prepared(self.engine, sa.select(tokens).where(
             tokens.c.token_id == sa.bindparam("token_id")))
         self._find = Prepared(self.engine, sa.select(tokens).join(secrets_table).where(
@@ -481,16 +484,29 @@ class SqlTokenStore:
 
     def _read(self, operation: str, statement: Prepared, **values: Any) -> list[tuple[Any, ...]]:
         """The rows of a hot read, on a pooled driver connection with no SQLAlchemy transaction
-        around it (one statement reads consistently on its own; the pool rolls back on return)."""
+        around it (one statement reads consistently on its own). Without a ping on checkout,
+        a connection the server dropped fails the read: the read, which changes nothing, is
+        tried once more on a new connection."""
         try:
             with metrics.timed(metrics.STORE_DURATION.labels(operation)):
-                connection = self.engine.raw_connection()
                 try:
-                    return statement.rows(connection, **values)
-                finally:
-                    connection.close()
+                    return self._read_once(statement, values)
+                except self.down:
+                    if self.reader is self.engine:  # SQLite: no server to drop anything
+                        raise
+                    return self._read_once(statement, values)
         except self.down as exc:
             raise self._unavailable(exc) from None
+
+    def _read_once(self, statement: Prepared, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        connection = self.reader.raw_connection()
+        try:
+            return statement.rows(connection, **values)
+        except self.down:
+            connection.invalidate()  # not back into the pool
+            raise
+        finally:
+            connection.close()
 
     def _write(self, operation: str, work: Callable[[Connection], Any]) -> Any:
         return self.writer.write(operation, work)
@@ -619,6 +635,7 @@ class SqlTokenStore:
     def close(self) -> None:
         self.writer.close()
         self.writer.engine.dispose()
+        self.reader.dispose()
         self.engine.dispose()
 
 
@@ -633,6 +650,13 @@ def _engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _reader_engine(engine: Engine) -> Engine:
+    """A PostgreSQL engine for single-statement reads: autocommit (no BEGIN, nothing to roll
+    back when the connection returns to the pool), no ping (the caller retries instead)."""
+    return sa.create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=5,
+                            max_overflow=10)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

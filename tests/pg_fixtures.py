@@ -47,6 +47,10 @@ class Postgres:
         subprocess.run(_as_postgres(_bin("initdb"), "-D", str(data), "-U", "postgres", "-A",
                                     "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"),
                        check=True, capture_output=True)
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server (again): its output goes to a log, not to the caller's pipes."""
         self.pg_ctl("start", "-l", str(self.directory / "log"), "-o",
                     f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} "
                     "-c fsync=off")

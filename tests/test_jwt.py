@@ -158,6 +158,9 @@ def test_forgeries_and_invalid_tokens_are_rejected(broker: Broker) -> None:
         "unknown issuer": signed(iss="https://evil.test"),
         "oversized": signed(padding="x" * 9000),
         "garbage": "a.b.c",
+        "issuer not a string": _forge(header, {**claims, "iss": ["https://evil.test"]}),
+        "payload not an object": f"{head}.{_b64(b'[1, 2]')}.{sig}",
+        "payload nested too deep": f"{head}.{_b64(b'[' * 5000)}.{sig}",
     }
     expected = {
         "alg none": "invalid token: InvalidAlgorithmError",
