@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -144,7 +145,9 @@ def test_each_worker_listens_on_its_own_socket(tmp_path: Path) -> None:
     worker that happened to be awake took most connections and served them on one core."""
     with running_server(tmp_path, []) as server:
         port = int(server.url.rpartition(":")[2])
-        held = listeners(port)
+        deadline = time.monotonic() + 30
+        while len(held := listeners(port)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # a worker listens once it has loaded the app: the other may not yet
         assert server.process.pid not in held  # the master listens on nothing
         assert len(held) == 2 and all(len(sockets) == 1 for sockets in held.values())
         assert len(set().union(*held.values())) == 2

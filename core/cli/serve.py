@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
+from gunicorn import sock as gunicorn_sockets
 from gunicorn.app.base import BaseApplication
 
 from credenza import jsonlog
@@ -67,6 +68,8 @@ class CredenzaServer(BaseApplication):
             "limit_request_line": 8190,
             "when_ready": self.when_ready,
             "child_exit": self.child_exit,
+            "post_fork": self.post_fork,
+            "post_worker_init": self.post_worker_init,
         }
         if self.config.log_format == "json":
             settings["logconfig_dict"] = jsonlog.gunicorn_logconfig(self.config.log_level)
@@ -89,6 +92,28 @@ class CredenzaServer(BaseApplication):
         # again, and those pauses made the slow tail of every path (AFP p99 ~200 ms -> ~40).
         gc.freeze()
         return app
+
+    # With a socket per worker, gunicorn has each worker listen as soon as it is forked, before
+    # it has loaded the app: the kernel hashed connections to it that then waited seconds for
+    # the load (and timed out at start), while a loaded worker was idle. A worker listens
+    # once it can answer; until one can, connections are refused and clients retry.
+
+    @staticmethod
+    def post_fork(_arbiter: Any, worker: Any) -> None:
+        """A worker with its own sockets closes them until it has loaded the app."""
+        if worker.cfg.reuse_port:
+            for listener in worker.sockets:
+                listener.close()
+            worker.sockets = []
+
+    @staticmethod
+    def post_worker_init(worker: Any) -> None:
+        """A worker with its own sockets listens now that it has loaded the app."""
+        if worker.cfg.reuse_port:
+            worker.sockets = gunicorn_sockets.create_sockets(worker.cfg, worker.log)
+            for listener in worker.sockets:
+                listener.set_inheritable(False)
+            worker.wait_fds = [*worker.sockets, worker.PIPE[0]]  # what a sync worker selects on
 
     @staticmethod
     def child_exit(_arbiter: Any, worker: Any) -> None:
