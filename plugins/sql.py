@@ -283,19 +283,9 @@ class Writer:
 
     def _transaction(self, batch: list[_Write]) -> None:
         started = time.perf_counter()
-        if self._lock_path is None:
-            with self.engine.begin() as conn:
-                for job in batch:
-                    job.result = job.work(conn)
-        else:
-            conn = self._kept_connection()
-            try:
-                with conn.begin():
-                    for job in batch:
-                        job.result = job.work(conn)
-            except self._down:
-                self._drop_connection()  # the next batch opens the file again
-                raise
+        with self._begin() as conn:
+            for job in batch:
+                job.result = job.work(conn)
         took = time.perf_counter() - started  # each write took the whole transaction's time
         for job in batch:
             metrics.STORE_DURATION.labels(job.operation).observe(took)
@@ -314,6 +304,21 @@ class Writer:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A transaction on a pooled connection (PostgreSQL) or on the kept one (SQLite)."""
+        if self._lock_path is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        conn = self._kept_connection()
+        try:
+            with conn.begin():
+                yield conn
+        except self._down:
+            self._drop_connection()  # the next batch opens the file again
+            raise
 
     def _kept_connection(self) -> Connection:
         if self._kept is None or self._kept[0] != os.getpid():  # a forked child opens its own
