@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.loadgen import concurrently
 from credenza.plugins.sql import tokens as tokens_table
 from credenza.secrets import new_api_key, new_token_id
-from tests.conftest import running_server
+from tests.conftest import issuing_config, running_server
 
 PROVIDER, AUDIENCE, INSTANCE = "bench-bot", "https://api.example.com", "credenza"
 
@@ -95,25 +95,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         secret, digest = new_api_key("bench-app")
-        (work / "static.yaml").write_text(
-            f'oauth_clients:\n  bench-app: {{sha256: "{digest}", tokens: {{{PROVIDER}: []}}, '
-            "attributes: {refresh_tokens: rotate}}\n")
-        (work / "credenza.toml").write_text(f"""
-[credenza]
-plugins = ["static", "jwt", "sql"]
-data_dir = "data"
-[server]
-workers = 2
-threads = 8
-access_log = false
-[plugins.static]
-files = ["static.yaml"]
-[plugins.jwt]
-issuer = "https://credenza.bench"
-[plugins.jwt.providers.{PROVIDER}]
-audiences = ["{AUDIENCE}"]
-""")
-        with running_server(work, ["--config", str(work / "credenza.toml")]) as server:
+        config = issuing_config(work, "bench-app", digest, PROVIDER, AUDIENCE)
+        with running_server(work, ["--config", str(config)]) as server:
             access = requests.post(server.url + "/oauth2/token", auth=("bench-app", secret),
                                    data={"grant_type": "client_credentials",
                                          "scope": "urn:cloud:idaas:pam|.all"},

@@ -64,6 +64,36 @@ class Server:
         return self.process.wait(timeout)
 
 
+def issuing_config(work: Path, client: str, digest: str, provider: str, audience: str,
+                   store_url: str | None = None) -> Path:
+    """Write the configuration of a server that issues JWTs of ``provider`` (for ``audience``)
+    to the OAuth client ``client`` (API key hash ``digest``, rotating refresh tokens): static,
+    jwt and sql (SQLite in ``work/data`` unless ``store_url``), 2 workers x 8 threads, no
+    access log. Returns its path."""
+    (work / "static.yaml").write_text(
+        f'oauth_clients:\n  {client}: {{sha256: "{digest}", tokens: {{{provider}: []}}, '
+        "attributes: {refresh_tokens: rotate}}\n")
+    path = work / "credenza.toml"
+    path.write_text(f"""
+[credenza]
+plugins = ["static", "jwt", "sql"]
+data_dir = "data"
+[server]
+workers = 2
+threads = 8
+access_log = false
+[plugins.static]
+files = ["static.yaml"]
+[plugins.jwt]
+issuer = "https://credenza.test"
+[plugins.jwt.providers.{provider}]
+audiences = ["{audience}"]
+[plugins.sql]
+{f'url = "{store_url}"' if store_url else ""}
+""")
+    return path
+
+
 @contextlib.contextmanager
 def running_server(
     tmp_path: Path, args: list[str], env: Mapping[str, str] | None = None,

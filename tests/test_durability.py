@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from credenza.secrets import new_api_key
-from tests.conftest import running_server
+from tests.conftest import issuing_config, running_server
 from tests.store_fixtures import make_store
 
 PROVIDER, AUDIENCE, INSTANCE = "bot", "https://api.example.com", "credenza"
@@ -33,29 +33,13 @@ def test_kill_9_under_load_loses_no_acknowledged_token(backend: str, tmp_path: P
                                                        request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("postgres").database() if backend == "postgresql" else None
     secret, digest = new_api_key("app")
-    (tmp_path / "static.yaml").write_text(
-        f'oauth_clients:\n  app: {{sha256: "{digest}", tokens: {{{PROVIDER}: []}}}}\n')
-    (tmp_path / "credenza.toml").write_text(f"""
-[credenza]
-plugins = ["static", "jwt", "sql"]
-data_dir = "data"
-[server]
-workers = 2
-threads = 8
-access_log = false
-[plugins.static]
-files = ["static.yaml"]
-[plugins.jwt.providers.{PROVIDER}]
-audiences = ["{AUDIENCE}"]
-[plugins.sql]
-{f'url = "{url}"' if url else ""}
-""")
+    config = issuing_config(tmp_path, "app", digest, PROVIDER, AUDIENCE, url)
     acknowledged: list[str] = []
     enough, lock = threading.Event(), threading.Lock()
     body = json.dumps({"credentialProviderIdentifier": PROVIDER, "subject": "job",
                        "audiences": [AUDIENCE]})
 
-    with running_server(tmp_path, ["--config", str(tmp_path / "credenza.toml")]) as server:
+    with running_server(tmp_path, ["--config", str(config)]) as server:
         access = requests.post(server.url + "/oauth2/token", auth=("app", secret), data={
             "grant_type": "client_credentials", "scope": "urn:cloud:idaas:pam|.all"},
             timeout=10).json()["access_token"]
