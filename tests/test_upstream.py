@@ -202,6 +202,12 @@ def test_configuration_errors(tmp_path: Path, upstream: FakeUpstream) -> None:
         Broker.from_config(config(tmp_path, upstream, key, wrong))
     with pytest.raises(ConfigError, match=r"encryption_key: not a Fernet key"):
         Broker.from_config(config(tmp_path, upstream, "short", wrong))
+    right = Fernet(key.encode()).encrypt(b"x").decode()
+    settings = config(tmp_path, upstream, key, right)
+    settings["plugins"]["oauth-upstream"]["cache_key"] = "c2hvcnQ="
+    with pytest.raises(ConfigError, match=r"\[plugins.oauth-upstream\] cache_key: expected the "
+                                          "base64 of 32 random bytes"):
+        Broker.from_config(settings)
 
 
 def test_cli_makes_keys_and_encrypts(tmp_path: Path) -> None:
