@@ -130,7 +130,9 @@ class IdentityRequest:
 
     def each_credential(self) -> list[IdentityRequest]:
         """One request per credential presented (API key, HTTP Basic, bearer token, in that
-        order), each with the environ; the request itself when it presents none."""
+        order), each with the environ; the request itself when it presents one or none."""
+        if (self.api_key is not None) + (self.basic is not None) + (self.bearer is not None) < 2:
+            return [self]  # the usual case: nothing to split (and no copies to make)
         parts = [attrs.evolve(self, basic=None, bearer=None) if self.api_key else None,
                  attrs.evolve(self, api_key=None, bearer=None) if self.basic else None,
                  attrs.evolve(self, api_key=None, basic=None) if self.bearer else None]

@@ -402,6 +402,10 @@ class SqlTokenStore:
         #: the hot reads' engine: on PostgreSQL, autocommit connections with no ping on
         #: checkout (a read by key was four round trips: ping, BEGIN, SELECT, ROLLBACK)
         self.reader = self.engine if database else _reader_engine(self.engine)
+        #: on a SQLite file, each thread's own read connection: (pid, connection)
+        self._thread_reader = threading.local() if self.writer._lock_path else None
+        self._read_durations = {operation: metrics.STORE_DURATION.labels(operation)
+                                for operation in ("get", "find")}
         self._get = Prepared(self.engine, sa.select(tokens).where(
             tokens.c.token_id == sa.bindparam("token_id")))
         self._find = Prepared(self.engine, sa.select(tokens).join(secrets_table).where(
@@ -493,7 +497,9 @@ class SqlTokenStore:
         a connection the server dropped fails the read: the read, which changes nothing, is
         tried once more on a new connection."""
         try:
-            with metrics.timed(metrics.STORE_DURATION.labels(operation)):
+            with metrics.timed(self._read_durations[operation]):
+                if self._thread_reader is not None:
+                    return self._read_own(statement, values)
                 try:
                     return self._read_once(statement, values)
                 except self.down:
@@ -502,6 +508,28 @@ class SqlTokenStore:
                     return self._read_once(statement, values)
         except self.down as exc:
             raise self._unavailable(exc) from None
+
+    def _read_own(self, statement: Prepared, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """A read of a SQLite file on the thread's own connection, opened on its first read
+        and kept (a pool checkout and return cost more than the read; each statement still
+        reads the latest commit, as it runs outside a transaction)."""
+        kept = getattr(self._thread_reader, "connection", None)
+        if kept is None or kept[0] != os.getpid():  # a forked child opens its own
+            pooled = self.reader.raw_connection()
+            pooled.detach()  # the thread's now: it never goes back to the pool
+            kept = self._thread_reader.connection = (os.getpid(), pooled.dbapi_connection)
+        try:
+            return statement.rows(kept[1], **values)
+        except self.down:
+            self._drop_own_reader()  # the next read opens the file again
+            raise
+
+    def _drop_own_reader(self) -> None:
+        kept = getattr(self._thread_reader, "connection", None)
+        self._thread_reader.connection = None  # type: ignore[union-attr]
+        if kept is not None and kept[0] == os.getpid():
+            with contextlib.suppress(*self.down):
+                kept[1].close()
 
     def _read_once(self, statement: Prepared, values: dict[str, Any]) -> list[tuple[Any, ...]]:
         connection = self.reader.raw_connection()
@@ -638,6 +666,8 @@ class SqlTokenStore:
         self._run("ping", lambda conn: conn.execute(sa.text("SELECT 1")))
 
     def close(self) -> None:
+        if self._thread_reader is not None:  # other threads' close when their thread ends
+            self._drop_own_reader()
         self.writer.close()
         self.writer.engine.dispose()
         self.reader.dispose()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -277,3 +279,56 @@ def test_a_postgres_restart_between_reads_goes_unnoticed(postgres: Postgres,
         assert store.find(b"\0" * 32) is None
     finally:
         store.close()
+
+
+def test_sqlite_reads_see_every_commit_from_any_number_of_threads(tmp_path: Path) -> None:
+    """Each thread keeps its own read connection: more threads than the pool holds read at
+    once, and a thread's kept connection reads what another store (process) committed since
+    its last read."""
+    store, other = make_store(None, tmp_path), make_store(None, tmp_path)
+    first = record()
+    store.add(first)
+    seen: list[TokenRecord | None] = []
+    later: list[TokenRecord] = []
+    ready, added = threading.Barrier(25), threading.Event()
+
+    def read() -> None:
+        seen.append(store.get(first.token_id))
+        ready.wait(10)
+        added.wait(10)
+        seen.append(store.get(later[0].token_id))
+
+    threads = [threading.Thread(target=read) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    ready.wait(10)  # every thread has read once, on a connection it keeps
+    later.append(record())
+    other.add(later[0])
+    added.set()
+    for thread in threads:
+        thread.join(10)
+    assert seen.count(first) == 24 and seen.count(later[0]) == 24
+    store.close()
+    other.close()
+
+
+def test_a_sqlite_read_connection_that_fails_is_opened_again(tmp_path: Path) -> None:
+    store = make_store(None, tmp_path)
+    item = record()
+    store.add(item)
+    assert store.get(item.token_id) == item
+    class Failing:  # the kept connection, as a disk error leaves it
+        def cursor(self) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        def close(self) -> None:
+            closed.append(self)
+
+    closed: list[object] = []
+
+    store._thread_reader.connection = (os.getpid(), Failing())
+    with pytest.raises(Unavailable):
+        store.get(item.token_id)
+    assert len(closed) == 1
+    assert store.get(item.token_id) == item  # the next read opens the file again
+    store.close()

@@ -122,6 +122,21 @@ def test_405_is_json_with_allow(client: Client) -> None:
     assert response.headers["Allow"] == "GET, HEAD"
 
 
+def test_matches_are_remembered_per_method_and_path_and_bounded(client: Client) -> None:
+    """The app remembers what each method and path matched: the values of one path never
+    answer another, a method that is not allowed is refused each time (however often the path
+    was matched for another), and so many paths cannot grow the memory without bound."""
+    app = client.application
+    for _ in range(2):
+        assert client.get("/org/items/a").get_json() == {"name": "a"}
+        assert client.get("/org/items/b").get_json() == {"name": "b"}
+        assert client.delete("/org/items/a").status_code == 405
+        assert client.get("/org/items/a/").get_json() == {"name": "a"}  # strict_slashes off
+    for number in range(app.MATCHES_KEPT + 10):
+        assert client.get(f"/org/items/n{number}").get_json() == {"name": f"n{number}"}
+    assert len(app._matched) <= app.MATCHES_KEPT
+
+
 def test_413_by_content_length_and_by_streaming(client: Client) -> None:
     detail = "the request body is larger than the limit of 2048 bytes"
     assert_problem(client.post("/org/echo", data=b"x" * 4096), 413, "payload-too-large", detail)

@@ -66,6 +66,8 @@ class CredenzaApp:
         self.settings = family_settings(broker.config, self.families)
         #: (family, route, method, status) -> its request counter and latency histogram
         self._series: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+        #: (method, path) -> what the map matched there (see :meth:`_match`)
+        self._matched: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -103,7 +105,7 @@ class CredenzaApp:
             if (request.content_length or 0) > self.broker.config.server.max_body_bytes:
                 raise PayloadTooLarge(ctx.too_large_detail())
             _refuse_smuggled_separators(request.environ)
-            index, values = self.url_map.bind_to_environ(request.environ).match()
+            index, values = self._match(request.environ)
             route = ctx.route = self.routes[index]
             family = route.family
             return self._dispatch(route, ctx, values)
@@ -142,6 +144,23 @@ class CredenzaApp:
             else:
                 ctx.principal()
         return route.handler(ctx, **values, **inputs)
+
+    #: most matches remembered; more paths than this (clients choose them) start afresh
+    MATCHES_KEPT = 4096
+
+    def _match(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The route index and path values for this request. A match depends only on the
+        method and the path, and the map costs more than the rest of a validate request's
+        framing: each pair is matched once, and only matches are kept (a redirect, a 404 or
+        a 405 is raised afresh each time)."""
+        key = (environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
+        found = self._matched.get(key)
+        if found is None:
+            found = self.url_map.bind_to_environ(environ).match()
+            if len(self._matched) >= self.MATCHES_KEPT:
+                self._matched.clear()
+            self._matched[key] = found
+        return found
 
     def _family_of(self, path: str) -> Family:
         for family in self.families:
