@@ -208,8 +208,10 @@ class Writer:
 
     def __init__(self, engine: Engine, lock_path: Path | None, wait_seconds: float,
                  unavailable: Callable[[Exception], Unavailable],
-                 down: tuple[type[Exception], ...]) -> None:
+                 down: tuple[type[Exception], ...],
+                 checkpointer: Checkpointer | None = None) -> None:
         self.engine = engine
+        self.checkpointer = checkpointer
         self._down = down
         self._lock_path = lock_path
         self._lock_file: tuple[int, Any] | None = None  # (pid, open file) of the file lock
@@ -289,6 +291,8 @@ class Writer:
         took = time.perf_counter() - started  # each write took the whole transaction's time
         for job in batch:
             metrics.STORE_DURATION.labels(job.operation).observe(took)
+        if self.checkpointer is not None:
+            self.checkpointer.wrote(len(batch), conn)
 
     @contextlib.contextmanager
     def _turn(self) -> Iterator[None]:
@@ -340,6 +344,91 @@ class Writer:
         if self._lock_file is not None:
             self._lock_file[1].close()
             self._lock_file = None
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+
+
+class Checkpointer:
+    """Copies a SQLite database's write-ahead log back into the database file on a thread of
+    its own, so that no write waits for it.
+
+    SQLite does it by default in the commit that takes the log past 1,000 pages, and there it
+    waited for two fsyncs while holding the write lock: 60% of the cost of a commit, averaged
+    (a commit of one token: ~195 µs with it, ~75 µs without). The writer's connection does no
+    checkpoints; this one runs a passive checkpoint (it never waits for readers or writers)
+    after every :attr:`EVERY` writes, on its own connection.
+
+    A passive checkpoint cannot start the log afresh while writes go on (SQLite reuses the
+    log only once all of it is copied): under a steady stream of writes it would grow without
+    end. Once it holds more than :attr:`LOG_LIMIT` pages, the writer's next leader restarts it
+    (``RESTART``: copies what is left, then waits for readers only) in its turn, which keeps
+    other writers out without a lock convoy.
+    """
+
+    #: writes between checkpoints
+    EVERY = 256
+    #: pages of log (4 KiB each) past which the writer restarts it
+    LOG_LIMIT = 2000
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._writes = 0
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: tuple[int, threading.Thread] | None = None  # (pid, thread)
+        #: checkpoints done (by this process)
+        self.done = 0
+        self._restart_due = False
+
+    def wrote(self, count: int, connection: Connection) -> None:
+        """Count ``count`` writes just committed on ``connection`` (the writer's, in its
+        turn); wake the thread when enough have been, restart the log when it is due."""
+        if self._restart_due:
+            self._restart_due = False
+            try:
+                connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA wal_checkpoint(RESTART)").fetchall()
+            except Exception as exc:  # the writes stand; the next checkpoint tries again
+                log.warning("checkpoint of the token store failed: %s", exc)
+        self._writes += count  # only the writer's leader calls this: one at a time
+        if self._writes < self.EVERY or self._closed:
+            return
+        self._writes = 0
+        if self._thread is None or self._thread[0] != os.getpid():  # a forked child starts
+            thread = threading.Thread(target=self._run, name="credenza-checkpoint",  # its own
+                                      daemon=True)
+            self._thread = (os.getpid(), thread)
+            thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        connection = None
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                break
+            try:
+                if connection is None:
+                    pooled = self._engine.raw_connection()
+                    pooled.detach()  # this thread's for good
+                    connection = pooled.dbapi_connection
+                _busy, pages, _copied = connection.execute(
+                    "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self._restart_due = pages > self.LOG_LIMIT
+                self.done += 1
+            except Exception as exc:  # the next wake tries again, on a new connection
+                log.warning("checkpoint of the token store failed: %s", exc)
+                connection = None
+        if connection is not None:
+            connection.close()
+
+    def close(self) -> None:
+        """Stop the thread (a checkpoint under way finishes first)."""
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None and self._thread[0] == os.getpid():
+            self._thread[1].join(10)
 
 
 @attrs.define(eq=False)
@@ -398,7 +487,8 @@ class SqlTokenStore:
         self.writer = Writer(
             _write_engine(self.engine) if database else self.engine,
             Path(f"{database}.lock") if database and database != ":memory:" else None,
-            settings.write_wait_seconds, self._unavailable, self.down)
+            settings.write_wait_seconds, self._unavailable, self.down,
+            Checkpointer(self.engine) if database and database != ":memory:" else None)
         #: the hot reads' engine: on PostgreSQL, autocommit connections with no ping on
         #: checkout (a read by key was four round trips: ping, BEGIN, SELECT, ROLLBACK)
         self.reader = self.engine if database else _reader_engine(self.engine)
@@ -714,9 +804,12 @@ def _write_engine(engine: Engine) -> Engine:
     def _connected(dbapi_connection: Any, record: Any) -> None:
         _sqlite_pragmas(dbapi_connection, record)
         dbapi_connection.isolation_level = None  # SQLAlchemy, not pysqlite, says BEGIN
+        dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's work
 
     @sa.event.listens_for(writer, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # on the driver's connection: through SQLAlchemy's execute, this cost more than the
+        # insert it starts
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
     return writer

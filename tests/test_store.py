@@ -332,3 +332,28 @@ def test_a_sqlite_read_connection_that_fails_is_opened_again(tmp_path: Path) -> 
     assert len(closed) == 1
     assert store.get(item.token_id) == item  # the next read opens the file again
     store.close()
+
+
+def test_the_write_ahead_log_is_checkpointed_off_the_write_path(tmp_path: Path) -> None:
+    """Commits do not checkpoint (SQLite's default made one commit in ~200 wait for fsyncs);
+    the checkpointer's thread does, and the log does not grow with every write."""
+    store = make_store(None, tmp_path)
+    checkpointer = store.writer.checkpointer
+    assert checkpointer is not None
+    with store.writer.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    written = [record() for _ in range(checkpointer.EVERY * 8)]
+    for item in written:
+        store.add(item)
+    deadline = time.monotonic() + 10
+    while checkpointer.done < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpointer.done >= 2
+    # each commit appends 5+ pages to the log: it would hold ~50 MB by now if passive
+    # checkpoints alone kept it (they cannot start it afresh while writes go on)
+    pages = (tmp_path / "tokens.sqlite3-wal").stat().st_size // 4096
+    assert pages < 2 * checkpointer.LOG_LIMIT
+    assert store.get(written[0].token_id) == written[0]
+    store.close()
+    assert not any(thread.name == "credenza-checkpoint" and thread.is_alive()
+                   for thread in threading.enumerate())
