@@ -151,14 +151,15 @@ class Broker:
     def enrich(self, principal: Principal) -> Principal:
         """``principal`` with the groups and attributes every source knows for it (what the
         identity source said wins; then the earlier plugin)."""
-        groups = itertools.chain.from_iterable(
-            self._hook.credenza_principal_groups(principal=principal)
-        )
+        groups = principal.groups.union(*self._hook.credenza_principal_groups(
+            principal=principal))
         attributes: dict[str, Any] = {}
         for found in reversed(self._hook.credenza_principal_attributes(principal=principal)):
             attributes.update(found)
         attributes.update(principal.attributes)
-        return attrs.evolve(principal.with_groups(groups), attributes=attributes)
+        if groups == principal.groups and attributes == principal.attributes:
+            return principal  # the usual case: the identity source said it all
+        return attrs.evolve(principal, groups=groups, attributes=attributes)
 
     # -- what the caller may use -------------------------------------------------------------
 
