@@ -291,9 +291,7 @@ class JwtIssuer:
     def _sign(self, claims: Mapping[str, Any], alg: str) -> str:
         if alg in self.rotation:
             self.keyring.follow_schedule(alg, *self.rotation[alg])
-        key = self.keyring.active(alg)
-        return jwt.encode(dict(claims), key.private, algorithm=alg,
-                          headers={"kid": key.kid, "typ": "JWT"})
+        return self.keyring.active(alg).sign(claims)
 
     @property
     def short_key(self) -> bytes:
