@@ -361,8 +361,9 @@ class Checkpointer:
     A passive checkpoint cannot start the log afresh while writes go on (SQLite reuses the
     log only once all of it is copied): under a steady stream of writes it would grow without
     end. Once it holds more than :attr:`LOG_LIMIT` pages, the writer's next leader restarts it
-    (``RESTART``: copies what is left, then waits for readers only) in its turn, which keeps
-    other writers out without a lock convoy.
+    (``RESTART``: copies what is left and starts the log afresh) in its turn, which keeps other
+    writers out without a lock convoy; it does not wait for a reader still on the old log (a
+    backup, say), but tries again after the next passive checkpoint.
     """
 
     #: writes between checkpoints
@@ -385,9 +386,15 @@ class Checkpointer:
         turn); wake the thread when enough have been, restart the log when it is due."""
         if self._restart_due:
             self._restart_due = False
-            try:
-                connection.connection.driver_connection.execute(  # type: ignore[union-attr]
-                    "PRAGMA wal_checkpoint(RESTART)").fetchall()
+            driver = connection.connection.driver_connection
+            try:  # with no wait: a reader still on the old log makes it a try for later
+                driver.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+                try:
+                    driver.execute(  # type: ignore[union-attr]
+                        "PRAGMA wal_checkpoint(RESTART)").fetchall()
+                finally:
+                    driver.execute(  # type: ignore[union-attr]
+                        f"PRAGMA busy_timeout={int(WRITER_LOCK_WAIT * 1000)}")
             except Exception as exc:  # the writes stand; the next checkpoint tries again
                 log.warning("checkpoint of the token store failed: %s", exc)
         self._writes += count  # only the writer's leader calls this: one at a time
@@ -792,13 +799,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: seconds the writer waits for SQLite's write lock (short: the writers of all processes take
+#: turns by the file lock first)
+WRITER_LOCK_WAIT = 5
+
+
 def _write_engine(engine: Engine) -> Engine:
     """The writer's own SQLite connection, whose transactions take the write lock at their
     start (``BEGIN IMMEDIATE``) rather than at their first write, where a busy database could
     only be waited for by SQLite's polling; the wait is short, since credenza's writers take
     turns by the file lock first."""
     writer = sa.create_engine(engine.url, pool_size=1, max_overflow=1,  # one leader at a time
-                              connect_args={"check_same_thread": False, "timeout": 5})
+                              connect_args={"check_same_thread": False,
+                                            "timeout": WRITER_LOCK_WAIT})
 
     @sa.event.listens_for(writer, "connect")
     def _connected(dbapi_connection: Any, record: Any) -> None:

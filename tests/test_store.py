@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from credenza.errors import ConfigError, Unavailable
 from credenza.models import TokenQuery, TokenRecord, utcnow
+from credenza.plugins import sql
 from credenza.plugins.sql import SqlTokenStore, schema_version
 from credenza.secrets import new_token_id
 from tests.pg_fixtures import Postgres
@@ -357,3 +358,23 @@ def test_the_write_ahead_log_is_checkpointed_off_the_write_path(tmp_path: Path) 
     store.close()
     assert not any(thread.name == "credenza-checkpoint" and thread.is_alive()
                    for thread in threading.enumerate())
+
+
+def test_restarting_the_log_does_not_wait_for_a_reader(tmp_path: Path) -> None:
+    """A reader still on the old log (a backup, a long listing) makes the writer's restart of
+    the log a try for later, not a wait of writers behind SQLite's busy timeout."""
+    store = make_store(None, tmp_path)
+    store.add(record())
+    reader = sqlite3.connect(tmp_path / "tokens.sqlite3", isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM credenza_tokens").fetchone() == (1,)
+    store.add(record())  # the log now has a frame the reader's snapshot does not see
+    store.writer.checkpointer._restart_due = True  # as the thread sets it past LOG_LIMIT
+    started = time.monotonic()
+    item = record()
+    store.add(item)
+    assert time.monotonic() - started < sql.WRITER_LOCK_WAIT / 2
+    assert store.get(item.token_id) == item
+    reader.execute("COMMIT")
+    reader.close()
+    store.close()
