@@ -377,8 +377,8 @@ class Checkpointer:
         self._wake = threading.Event()
         self._closed = False
         self._thread: tuple[int, threading.Thread] | None = None  # (pid, thread)
-        #: checkpoints done (by this process)
-        self.done = 0
+        #: checkpoints done by the thread, and restarts of the log by the writer
+        self.done = self.restarts = 0
         self._restart_due = False
 
     def wrote(self, count: int, connection: Connection) -> None:
@@ -390,8 +390,9 @@ class Checkpointer:
             try:  # with no wait: a reader still on the old log makes it a try for later
                 driver.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
                 try:
-                    driver.execute(  # type: ignore[union-attr]
-                        "PRAGMA wal_checkpoint(RESTART)").fetchall()
+                    busy, _pages, _copied = driver.execute(  # type: ignore[union-attr]
+                        "PRAGMA wal_checkpoint(RESTART)").fetchone()
+                    self.restarts += not busy
                 finally:
                     driver.execute(  # type: ignore[union-attr]
                         f"PRAGMA busy_timeout={int(WRITER_LOCK_WAIT * 1000)}")
@@ -818,6 +819,8 @@ def _write_engine(engine: Engine) -> Engine:
         _sqlite_pragmas(dbapi_connection, record)
         dbapi_connection.isolation_level = None  # SQLAlchemy, not pysqlite, says BEGIN
         dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's work
+        # a log started afresh is cut back to this size (a burst does not leave it large)
+        dbapi_connection.execute(f"PRAGMA journal_size_limit={Checkpointer.LOG_LIMIT * 4096}")
 
     @sa.event.listens_for(writer, "begin")
     def _begin(conn: Connection) -> None:
