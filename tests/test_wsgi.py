@@ -137,6 +137,19 @@ def test_matches_are_remembered_per_method_and_path_and_bounded(client: Client) 
     assert len(app._matched) <= app.MATCHES_KEPT
 
 
+def test_answers_carry_their_length_and_head_gets_no_body(client: Client) -> None:
+    got = client.get("/org/items/a")
+    assert got.data == b'{"name":"a"}'
+    assert got.headers["Content-Length"] == str(len(got.data))
+    assert got.headers["X-Request-Id"] and got.headers["Cache-Control"] == "no-store"
+    head = client.head("/org/items/a")
+    assert head.status_code == 200 and head.data == b""
+    assert head.headers["Content-Length"] == str(len(got.data))
+    problem = client.get("/org/items/bad")  # an error answer goes out the same way
+    assert problem.headers["Content-Length"] == str(len(problem.data))
+    assert problem.get_json()["detail"] == "'bad' is not a valid name"
+
+
 def test_413_by_content_length_and_by_streaming(client: Client) -> None:
     detail = "the request body is larger than the limit of 2048 bytes"
     assert_problem(client.post("/org/echo", data=b"x" * 4096), 413, "payload-too-large", detail)

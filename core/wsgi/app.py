@@ -79,7 +79,7 @@ class CredenzaApp:
             response = self._respond(ctx)
         self._count(ctx, response.status_code, time.perf_counter() - started)
         response.headers["X-Request-Id"] = ctx.request_id
-        return response(environ, start_response)
+        return _send(response, environ, start_response)
 
     def _count(self, ctx: RequestContext, status: int, seconds: float) -> None:
         """Count the request by family, route (the rule, not the path), method and status;
@@ -174,6 +174,26 @@ class CredenzaApp:
         if error.status >= 500:
             log.warning("request %s: %s %s", ctx.request_id, error.status, error.detail)
         return family.render_error(error, ctx)
+
+
+def _send(response: Response, environ: dict[str, Any],
+          start_response: StartResponse) -> Iterable[bytes]:
+    """Start ``response`` and return its body. Werkzeug's ``Response.__call__`` copies the
+    headers to fix Location, Content-Location and Content-Length, and wraps the body to close
+    it: as much again as building the response. A complete body in memory with its length set
+    and none of those headers (every JSON answer) needs none of it and goes out as it is; any
+    other response, and any answer to HEAD or without a body by its status, goes through
+    Werkzeug."""
+    body, headers = response.response, response.headers
+    if (type(body) is list and all(type(chunk) is bytes for chunk in body)
+            and not response.direct_passthrough and not response._on_close
+            and environ.get("REQUEST_METHOD") != "HEAD"
+            and response.status_code >= 200 and response.status_code not in (204, 304)
+            and "Content-Length" in headers
+            and "Location" not in headers and "Content-Location" not in headers):
+        start_response(response.status, headers.to_wsgi_list())
+        return body
+    return response(environ, start_response)
 
 
 # Servers decode the path before routing: "acct%2Fdev" would become two segments, "%5C" a
