@@ -31,6 +31,7 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import mmap
 import os
 import threading
 import time
@@ -439,6 +440,57 @@ class Checkpointer:
             self._thread[1].join(10)
 
 
+class RevocationCounter:
+    """A counter that every process on the host advances around each change of a stored
+    token (revoked, reinstated, purged): an 8-byte file beside a SQLite database, mapped into
+    memory, so that reading it costs no system call.
+
+    A record read while the counter stood at N is still the stored one while it stands at N:
+    records change only by those writes. The counter advances before such a write (records
+    read meanwhile carry the new value) and again after its commit (so that they do not
+    outlive it), both under a lock of the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._file = os.fdopen(fd, "r+b")
+        with self._locked():
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)
+        self._map = mmap.mmap(fd, 8)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    def value(self) -> int:
+        """The counter now."""
+        return int.from_bytes(self._map[:8], "little")
+
+    def advance(self) -> None:
+        """Count one change (of any process)."""
+        with self._locked():
+            self._map[:8] = (self.value() + 1).to_bytes(8, "little")
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Around a write that changes stored records: advanced before it and after it
+        (failed or not)."""
+        self.advance()
+        try:
+            yield
+        finally:
+            self.advance()
+
+    def close(self) -> None:
+        self._map.close()
+        self._file.close()
+
+
 @attrs.define(eq=False)
 class _Write:
     """One queued write and, once done, its result or error."""
@@ -502,6 +554,11 @@ class SqlTokenStore:
         self.reader = self.engine if database else _reader_engine(self.engine)
         #: on a SQLite file, each thread's own read connection: (pid, connection)
         self._thread_reader = threading.local() if self.writer._lock_path else None
+        #: on a SQLite file, the host's count of changes to stored records, and the records
+        #: this process read lately: token id -> (count when read, until when, record)
+        self._changes = (RevocationCounter(Path(f"{database}.changes"))
+                         if self.writer._lock_path else None)
+        self._known: dict[str, tuple[int, float, TokenRecord]] = {}
         self._read_durations = {operation: metrics.STORE_DURATION.labels(operation)
                                 for operation in ("get", "find")}
         self._get = Prepared(self.engine, sa.select(tokens).where(
@@ -664,9 +721,28 @@ class SqlTokenStore:
 
         self._write("add", insert)
 
+    #: records remembered at most, and for how long (a bound for the one case the counter
+    #: cannot cover: a process killed between a change's commit and its second advance)
+    KNOWN_RECORDS, KNOWN_SECONDS = 10_000, 1.0
+
     def get(self, token_id: str) -> TokenRecord | None:
+        if self._changes is None:
+            rows = self._read("get", self._get, token_id=token_id)
+            return _record(_Row._make(rows[0])) if rows else None
+        # On a SQLite file, a record read since the last change of any stored record is still
+        # the stored one: every bearer request, validate and introspect asks for the same few.
+        count, now = self._changes.value(), time.monotonic()  # the count first, then the row
+        known = self._known.get(token_id)
+        if known is not None and known[0] == count and known[1] > now:
+            return known[2]
         rows = self._read("get", self._get, token_id=token_id)
-        return _record(_Row._make(rows[0])) if rows else None
+        if not rows:
+            return None  # not remembered: another process may be about to add it
+        record = _record(_Row._make(rows[0]))
+        if len(self._known) >= self.KNOWN_RECORDS:
+            self._known = {}
+        self._known[token_id] = (count, now + self.KNOWN_SECONDS, record)
+        return record
 
     def find(self, secret_hash: bytes) -> TokenRecord | None:
         rows = self._read("find", self._find, secret_hash=secret_hash)
@@ -705,7 +781,12 @@ class SqlTokenStore:
             return 0
         update = (tokens.update().where(tokens.c.token_id.in_(ids), tokens.c.revoked != revoked)
                   .values(revoked=revoked, updated_at=_ms(at)))
-        return self._write("set_revoked", lambda conn: conn.execute(update).rowcount)
+        with self._changing():
+            return self._write("set_revoked", lambda conn: conn.execute(update).rowcount)
+
+    def _changing(self) -> contextlib.AbstractContextManager[None]:
+        """Around a write that changes stored records (see :class:`RevocationCounter`)."""
+        return self._changes.changing() if self._changes is not None else contextlib.nullcontext()
 
     def purge(self, expired_before: dt.datetime) -> int:
         cutoff = _ms(expired_before)
@@ -717,7 +798,8 @@ class SqlTokenStore:
                                               sa.func.coalesce(cache.c.lease_until, 0) < cutoff))
             return conn.execute(tokens.delete().where(tokens.c.expires_at < cutoff)).rowcount
 
-        return self._write("purge", delete)
+        with self._changing():
+            return self._write("purge", delete)
 
     # -- SharedCache ----------------------------------------------------------------------------
 
@@ -766,6 +848,8 @@ class SqlTokenStore:
     def close(self) -> None:
         if self._thread_reader is not None:  # other threads' close when their thread ends
             self._drop_own_reader()
+        if self._changes is not None:
+            self._changes.close()
         self.writer.close()
         self.writer.engine.dispose()
         self.reader.dispose()

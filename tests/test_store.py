@@ -6,6 +6,8 @@ import datetime as dt
 import hashlib
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -317,7 +319,8 @@ def test_a_sqlite_read_connection_that_fails_is_opened_again(tmp_path: Path) -> 
     store = make_store(None, tmp_path)
     item = record()
     store.add(item)
-    assert store.get(item.token_id) == item
+    assert store.find(b"\0" * 32) is None  # the thread's connection is open
+
     class Failing:  # the kept connection, as a disk error leaves it
         def cursor(self) -> None:
             raise sqlite3.OperationalError("disk I/O error")
@@ -376,3 +379,46 @@ def test_restarting_the_log_does_not_wait_for_a_reader(tmp_path: Path) -> None:
     reader.execute("COMMIT")
     reader.close()
     store.close()
+
+
+def test_a_change_by_another_process_is_seen_at_the_next_read(tmp_path: Path) -> None:
+    """Records read lately are remembered while no process has changed a stored record: a
+    revocation, reinstatement or purge by another process is seen by the very next read."""
+    store = make_store(None, tmp_path)
+    store.KNOWN_SECONDS = 3600  # (the other process takes longer to start than the default)
+    item, old = record(), record(minutes=-60 * 24 * 40)
+    store.add(item)
+    store.add(old)
+    assert store.get(item.token_id).revoked is False  # now remembered
+    assert store.get(old.token_id) == old
+
+    def other_process(code: str) -> None:
+        subprocess.run([sys.executable, "-c", f"""
+import datetime as dt, sys
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+from credenza.models import utcnow
+from tests.store_fixtures import make_store
+store = make_store(None, __import__("pathlib").Path({str(tmp_path)!r}))
+{code}
+store.close()
+"""], check=True, timeout=60)
+
+    other_process(f"store.set_revoked([{item.token_id!r}], True, utcnow())")
+    assert store.get(item.token_id).revoked is True
+    other_process(f"store.set_revoked([{item.token_id!r}], False, utcnow())")
+    assert store.get(item.token_id).revoked is False
+    other_process("store.purge(utcnow() - dt.timedelta(days=30))")
+    assert store.get(old.token_id) is None
+    assert store.get(item.token_id).updated_at is not None  # as stored, reinstated
+    assert (tmp_path / "tokens.sqlite3.changes").stat().st_mode & 0o777 == 0o600
+    store.close()
+
+
+def test_an_unknown_token_is_not_remembered_as_unknown(tmp_path: Path) -> None:
+    store, other = make_store(None, tmp_path), make_store(None, tmp_path)
+    item = record()
+    assert store.get(item.token_id) is None
+    other.add(item)  # another process issues it: no change of a stored record
+    assert store.get(item.token_id) == item
+    store.close()
+    other.close()
