@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -32,6 +33,16 @@ class RequestOrigin:
 
 _current: contextvars.ContextVar[RequestOrigin | None] = contextvars.ContextVar(
     "credenza_request", default=None)
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID as text: what identifies a request in logs, problem answers
+    (``urn:uuid:...``) and ``X-Request-Id``. Made from 16 random bytes without building a
+    :class:`uuid.UUID`, which cost three times as much."""
+    digits = os.urandom(16).hex()
+    variant = "89ab"[int(digits[16], 16) & 3]  # RFC 9562: 10xx
+    return (f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-"
+            f"{digits[20:]}")
 
 
 def current() -> RequestOrigin | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from credenza import hookimpl
 from credenza.broker import Broker
 from credenza.errors import BadRequest, ConfigError, Forbidden, Unavailable
 from credenza.models import Grant, Health, Principal
+from credenza.requestctx import new_request_id
 from credenza.wsgi import LazyApplication, make_app
 from credenza.wsgi.routes import Route, json_response
 
@@ -148,6 +150,15 @@ def test_answers_carry_their_length_and_head_gets_no_body(client: Client) -> Non
     problem = client.get("/org/items/bad")  # an error answer goes out the same way
     assert problem.headers["Content-Length"] == str(len(problem.data))
     assert problem.get_json()["detail"] == "'bad' is not a valid name"
+
+
+def test_request_ids_are_random_uuids(client: Client) -> None:
+    ids = [client.get("/org/items/a").headers["X-Request-Id"] for _ in range(50)]
+    ids += [new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
 
 
 def test_413_by_content_length_and_by_streaming(client: Client) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Protocol
 
@@ -26,6 +25,7 @@ import attrs
 import msgspec
 from werkzeug.wrappers import Request, Response
 
+from credenza import requestctx
 from credenza.broker import Broker
 from credenza.config import Section
 from credenza.errors import BadRequest, CredenzaError, PayloadTooLarge
@@ -167,7 +167,7 @@ class RequestContext:
     inputs: dict[str, Any] = attrs.field(factory=dict)
     #: the form-encoded body's fields, once read (:func:`form_fields`)
     form: dict[str, str] | None = None
-    request_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    request_id: str = attrs.field(factory=requestctx.new_request_id)
     #: the route the request matched, once matched
     route: Route | None = None
     _principal: Principal | None = attrs.field(default=None, init=False)
