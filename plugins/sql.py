@@ -29,7 +29,6 @@ import collections
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import logging
 import mmap
 import os
@@ -41,6 +40,7 @@ from typing import Any
 
 import attrs
 import click
+import msgspec
 
 from credenza import metrics
 from credenza.config import Config, Section
@@ -140,7 +140,7 @@ def _record(row: Any) -> TokenRecord:
         creator_type=row.creator_type, creator_id=row.creator_id,
         issued_at=_moment(row.issued_at), expires_at=_moment(row.expires_at),
         updated_at=_moment(row.updated_at), revoked=bool(row.revoked),
-        claims=json.loads(row.claims),
+        claims=msgspec.json.decode(row.claims),
     )
 
 
@@ -709,7 +709,7 @@ class SqlTokenStore:
             "creator_id": record.creator_id, "issued_at": _ms(record.issued_at),
             "expires_at": _ms(record.expires_at), "revoked": record.revoked,
             "updated_at": _ms(record.updated_at) if record.updated_at else None,
-            "claims": json.dumps(dict(record.claims), separators=(",", ":")),
+            "claims": msgspec.json.encode(dict(record.claims)).decode(),
         }
         hashes = [{"secret_hash": digest, "token_id": record.token_id}
                   for digest in secret_hashes]

@@ -188,6 +188,15 @@ def test_registered_claims_cannot_be_overridden(broker: Broker) -> None:
             issue(broker, custom_claims={claim: "x"})
 
 
+def test_custom_claims_keep_their_values_in_the_token_and_the_store(broker: Broker) -> None:
+    claims = {"team": "Zürich ☃", "big": 2**70, "nested": {"list": [1, 2.5, None, True]}}
+    token = issue(broker, custom_claims=claims)
+    verified = verify_with_jwks_only(Client(make_app(broker)), token.value)
+    assert {key: verified[key] for key in claims} == claims
+    stored = broker.tokens.store.get(token.record.token_id)
+    assert {key: stored.claims[key] for key in claims} == claims
+
+
 def test_short_tokens_stand_for_their_token_and_cannot_be_guessed(broker: Broker) -> None:
     token = issue(broker, include_short_token=True)
     short = token.short_token

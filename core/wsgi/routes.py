@@ -75,7 +75,7 @@ def json_response(
     content_type: str = JSON,
 ) -> Response:
     """A JSON response; never cached, since most answers here carry credentials."""
-    response = Response(json.dumps(data, separators=(",", ":")), status=status,
+    response = Response(msgspec.json.encode(data), status=status,
                         content_type=content_type, headers=dict(headers or {}))
     response.headers["Cache-Control"] = "no-store"
     return response
