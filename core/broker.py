@@ -330,8 +330,8 @@ class Broker:
 
     def notify_issued(self, event: IssuedEvent) -> None:
         """Tell every ``credenza_issued`` observer that a credential was handed out."""
-        metrics.ISSUED.labels(event.kind, event.target if event.kind in PROVIDER_KINDS
-                              else "").inc()
+        metrics.series(metrics.ISSUED, event.kind, event.target if event.kind in PROVIDER_KINDS
+                       else "").inc()
         self._observe("credenza_issued", event)
 
     def notify_revoked(self, event: RevokedEvent) -> None:

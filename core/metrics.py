@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -71,6 +72,19 @@ SIGNING_KEYS = Gauge(
 SIGNING_KEY_AGE = Gauge(
     "credenza_signing_key_age_seconds", "Age of the active signing key of each algorithm",
     ["alg"], multiprocess_mode="mostrecent", registry=REGISTRY)
+
+
+_SERIES: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def series(metric: Counter | Gauge | Histogram, *labels: str) -> Any:
+    """``metric.labels(*labels)``, made once: labels() takes a lock and builds its key on
+    every call, which a hot path paid several times per request."""
+    key = (id(metric), labels)
+    found = _SERIES.get(key)
+    if found is None:
+        found = _SERIES[key] = metric.labels(*labels)
+    return found
 
 
 @contextmanager

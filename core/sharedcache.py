@@ -126,12 +126,12 @@ class TieredCache(Generic[T]):
                 return fresh
         cached = self._peek(digest)
         if self._covers(cached, need + margin):
-            metrics.CACHE.labels("memory").inc()
+            metrics.series(metrics.CACHE, "memory").inc()
             return cached  # type: ignore[return-value]  # _covers checked it is not None
         with stripe:
             cached = self._peek(digest)  # another thread may have refreshed it meanwhile
             if self._covers(cached, need + margin):
-                metrics.CACHE.labels("memory").inc()
+                metrics.series(metrics.CACHE, "memory").inc()
                 return cached  # type: ignore[return-value]
             if self.shared is None:
                 fresh = self._fetch(fetch, cached, need)
@@ -152,7 +152,7 @@ class TieredCache(Generic[T]):
             if found is None:
                 raise Unavailable("another broker process is fetching these credentials and "
                                   "has not finished", retry_after=5)
-            metrics.CACHE.labels("shared").inc()
+            metrics.series(metrics.CACHE, "shared").inc()
             return found
         try:
             if self._covers(found, need + margin):
@@ -190,7 +190,7 @@ class TieredCache(Generic[T]):
         return None, False
 
     def _fetch(self, fetch: Callable[[], T], fallback: T | None, need: dt.timedelta) -> T:
-        metrics.CACHE.labels("miss").inc()
+        metrics.series(metrics.CACHE, "miss").inc()
         try:
             return fetch()
         except Unavailable:

@@ -291,7 +291,7 @@ class Writer:
                 job.result = job.work(conn)
         took = time.perf_counter() - started  # each write took the whole transaction's time
         for job in batch:
-            metrics.STORE_DURATION.labels(job.operation).observe(took)
+            metrics.series(metrics.STORE_DURATION, job.operation).observe(took)
         if self.checkpointer is not None:
             self.checkpointer.wrote(len(batch), conn)
 
@@ -559,8 +559,6 @@ class SqlTokenStore:
         self._changes = (RevocationCounter(Path(f"{database}.changes"))
                          if self.writer._lock_path else None)
         self._known: dict[str, tuple[int, float, TokenRecord]] = {}
-        self._read_durations = {operation: metrics.STORE_DURATION.labels(operation)
-                                for operation in ("get", "find")}
         self._get = Prepared(self.engine, sa.select(tokens).where(
             tokens.c.token_id == sa.bindparam("token_id")))
         self._find = Prepared(self.engine, sa.select(tokens).join(secrets_table).where(
@@ -640,7 +638,7 @@ class SqlTokenStore:
 
     def _run(self, operation: str, work: Callable[[Connection], Any]) -> Any:
         try:
-            with metrics.timed(metrics.STORE_DURATION.labels(operation)), \
+            with metrics.timed(metrics.series(metrics.STORE_DURATION, operation)), \
                     self.engine.begin() as conn:
                 return work(conn)
         except self.down as exc:
@@ -652,7 +650,7 @@ class SqlTokenStore:
         a connection the server dropped fails the read: the read, which changes nothing, is
         tried once more on a new connection."""
         try:
-            with metrics.timed(self._read_durations[operation]):
+            with metrics.timed(metrics.series(metrics.STORE_DURATION, operation)):
                 if self._thread_reader is not None:
                     return self._read_own(statement, values)
                 try:

@@ -64,8 +64,6 @@ class CredenzaApp:
         )
         self.families = tuple(dict.fromkeys(route.family for route in self.routes))
         self.settings = family_settings(broker.config, self.families)
-        #: (family, route, method, status) -> its request counter and latency histogram
-        self._series: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         #: (method, path) -> what the map matched there (see :meth:`_match`)
         self._matched: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
 
@@ -90,13 +88,8 @@ class CredenzaApp:
         else:
             family, rule = route.family.name, route.rule
             method = ctx.request.method if ctx.request.method in route.methods else "other"
-        key = (family, rule, method, status)
-        series = self._series.get(key)
-        if series is None:  # labels() takes a lock and builds a key: once per series
-            series = self._series[key] = (metrics.HTTP_REQUESTS.labels(*key[:3], str(status)),
-                                          metrics.HTTP_DURATION.labels(family, rule))
-        series[0].inc()
-        series[1].observe(seconds)
+        metrics.series(metrics.HTTP_REQUESTS, family, rule, method, str(status)).inc()
+        metrics.series(metrics.HTTP_DURATION, family, rule).observe(seconds)
 
     def _respond(self, ctx: RequestContext) -> Response:
         request = ctx.request
