@@ -109,31 +109,67 @@ class VerifiedCache:
         self.max_entries = max_entries
         self._key = secrets.token_bytes(32)
         self._entries: dict[bytes, tuple[float, object]] = {}
+        self._checking: dict[bytes, _Check] = {}  # checks under way, by key
         self._lock = threading.Lock()
+
+    def obtain(self, check: Callable[[], object | None], *parts: str) -> object | None:
+        """What was remembered for exactly these parts, else what ``check()`` answers,
+        remembered unless it is None (it raises for a wrong secret).
+
+        Callers presenting the same parts while a check of them is under way wait for its
+        answer, or its error, rather than check again: a burst of one user's requests on a
+        fresh worker ran scrypt (or an LDAP bind) once per thread, seconds of CPU at once.
+        """
+        if self.ttl <= 0:
+            return check()
+        mac = self._mac(*parts)
+        with self._lock:
+            found = self._entries.get(mac)
+            if found is not None and found[0] > time.monotonic():
+                return found[1]
+            under_way = self._checking.get(mac)
+            if under_way is None:
+                mine = self._checking[mac] = _Check()
+        if under_way is not None:
+            under_way.done.wait()
+            if under_way.error is not None:
+                raise under_way.error
+            return under_way.value
+        try:
+            mine.value = check()
+            if mine.value is not None:
+                self._remember(mac, mine.value)
+        except BaseException as exc:
+            mine.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._checking[mac]
+            mine.done.set()
+        return mine.value
 
     def _mac(self, *parts: str) -> bytes:
         return hmac.new(self._key, "\0".join(parts).encode(), hashlib.sha256).digest()
 
-    def get(self, *parts: str) -> object | None:
-        """What :meth:`put` remembered for exactly these parts, while it is fresh."""
-        if self.ttl <= 0:
-            return None
-        mac = self._mac(*parts)
-        with self._lock:
-            found = self._entries.get(mac)
-        return found[1] if found and found[0] > time.monotonic() else None
-
-    def put(self, value: object, *parts: str) -> None:
-        """Remember ``value`` for these parts (the last of which is usually the secret)."""
-        if self.ttl <= 0:
-            return
+    def _remember(self, mac: bytes, value: object) -> None:
         now = time.monotonic()
         with self._lock:
             if len(self._entries) >= self.max_entries:
                 self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
                 while len(self._entries) >= self.max_entries:
                     self._entries.pop(next(iter(self._entries)))
-            self._entries[self._mac(*parts)] = (now + self.ttl, value)
+            self._entries[mac] = (now + self.ttl, value)
+
+
+class _Check:
+    """A check of a secret under way (see :meth:`VerifiedCache.obtain`), and its outcome."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: object | None = None
+        self.error: BaseException | None = None
 
 
 def new_token_id(prefix: str = "at") -> str:

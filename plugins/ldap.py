@@ -333,9 +333,12 @@ class LdapDirectory:
         if request.basic is None:
             return None
         username, password = request.basic.username, request.basic.password
-        remembered = self.verified.get(username, password)
-        if isinstance(remembered, Principal):
-            return remembered
+        principal = self.verified.obtain(lambda: self._bind(username, password),
+                                         username, password)
+        return principal if isinstance(principal, Principal) else None
+
+    def _bind(self, username: str, password: str) -> Principal | None:
+        """The principal whose entry ``username`` names, if ``password`` binds as it."""
         refused = Unauthenticated("invalid user name or password")
         entry = self._user_entry(username)
         if entry is None:
@@ -353,14 +356,12 @@ class LdapDirectory:
             raise self._unavailable(exc) from None
         # The directory's own spelling: "ALICE " and "alice" are one LDAP user, so one principal.
         canonical = (attributes.get("uid") or [username])[0]
-        principal = Principal(canonical, source=NAME, attributes={
+        return Principal(canonical, source=NAME, attributes={
             "dn": dn,
             **{key: values[0] for key, values in (("email", attributes.get("mail")),
                                                   ("display_name", attributes.get("cn")))
                if values},
         })
-        self.verified.put(principal, username, password)
-        return principal
 
     # -- groups and grants --------------------------------------------------------------------
 

@@ -173,10 +173,14 @@ class StaticDirectory:
             # Same cost either way, so timing does not tell which user names exist here.
             verify_password(password, _DUMMY_HASH)
             return None
-        if self._verified.get(username, entry.secret, password) is None:
-            if not verify_password(password, entry.secret):
+        secret = entry.secret
+
+        def check() -> bool:
+            if not verify_password(password, secret):
                 raise Unauthenticated("invalid user name or password")
-            self._verified.put(True, username, entry.secret, password)
+            return True
+
+        self._verified.obtain(check, username, secret, password)
         return Principal(entry.principal, source=NAME, kind=entry.kind, groups=entry.groups,
                          attributes=entry.attributes)
 

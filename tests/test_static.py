@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,43 @@ api_keys:
         broker.identify(IdentityRequest(api_key="ci.wrong"))
     with pytest.raises(Unauthenticated, match="invalid credentials"):
         broker.identify(IdentityRequest(api_key="other.s3cret"))
+
+
+def test_a_burst_of_one_users_requests_checks_the_password_once(
+        tmp_path: Path, password_hash: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests presenting the same password while its check (scrypt, ~50 ms of CPU) is under
+    way wait for that check: a burst on a fresh worker ran it once per thread. A wrong
+    password is refused to every caller of the burst."""
+    broker = broker_for(tmp_path, f'users:\n  alice: {{password: "{password_hash}"}}\n')
+    checks: list[str] = []
+
+    def counted(password: str, stored: str) -> bool:
+        checks.append(password)
+        return verify_password(password, stored)
+
+    monkeypatch.setattr("credenza.plugins.static.verify_password", counted)
+
+    def burst(password: str) -> list[object]:
+        start, answers = threading.Barrier(16), []
+
+        def identify() -> None:
+            start.wait(10)
+            try:
+                answers.append(broker.identify(IdentityRequest(basic=_basic("alice", password))))
+            except Unauthenticated as exc:
+                answers.append(exc)
+
+        threads = [threading.Thread(target=identify) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        return answers
+
+    assert [answer.name for answer in burst("PASSWORD")] == ["alice"] * 16
+    assert checks == ["PASSWORD"]
+    refused = burst("wrong")
+    assert len(refused) == 16 and all(isinstance(a, Unauthenticated) for a in refused)
 
 
 class DirectoryGroups:
