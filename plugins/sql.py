@@ -163,7 +163,7 @@ class Prepared:
         return values if self._names is None else tuple(values[name] for name in self._names)
 
     def rows(self, connection: Any, **values: Any) -> list[tuple[Any, ...]]:
-        """The rows the statement selects, on a pooled driver connection."""
+        """The rows the statement selects, on a driver connection (pooled or kept)."""
         cursor = connection.cursor()
         try:
             cursor.execute(self.sql, self._parameters(values))
@@ -440,7 +440,7 @@ class Checkpointer:
             self._thread[1].join(10)
 
 
-class RevocationCounter:
+class ChangeCounter:
     """A counter that every process on the host advances around each change of a stored
     token (revoked, reinstated, purged): an 8-byte file beside a SQLite database, mapped into
     memory, so that reading it costs no system call.
@@ -544,20 +544,20 @@ class SqlTokenStore:
             sa.exc.OperationalError, sa.exc.InterfaceError, driver.OperationalError,
             driver.InterfaceError)
         database = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        sqlite_file = database is not None and database != ":memory:"
         self.writer = Writer(
             _write_engine(self.engine) if database else self.engine,
-            Path(f"{database}.lock") if database and database != ":memory:" else None,
+            Path(f"{database}.lock") if sqlite_file else None,
             settings.write_wait_seconds, self._unavailable, self.down,
-            Checkpointer(self.engine) if database and database != ":memory:" else None)
+            Checkpointer(self.engine) if sqlite_file else None)
         #: the hot reads' engine: on PostgreSQL, autocommit connections with no ping on
         #: checkout (a read by key was four round trips: ping, BEGIN, SELECT, ROLLBACK)
         self.reader = self.engine if database else _reader_engine(self.engine)
         #: on a SQLite file, each thread's own read connection: (pid, connection)
-        self._thread_reader = threading.local() if self.writer._lock_path else None
+        self._thread_reader = threading.local() if sqlite_file else None
         #: on a SQLite file, the host's count of changes to stored records, and the records
         #: this process read lately: token id -> (count when read, until when, record)
-        self._changes = (RevocationCounter(Path(f"{database}.changes"))
-                         if self.writer._lock_path else None)
+        self._changes = ChangeCounter(Path(f"{database}.changes")) if sqlite_file else None
         self._known: dict[str, tuple[int, float, TokenRecord]] = {}
         self._get = Prepared(self.engine, sa.select(tokens).where(
             tokens.c.token_id == sa.bindparam("token_id")))
@@ -783,7 +783,7 @@ class SqlTokenStore:
             return self._write("set_revoked", lambda conn: conn.execute(update).rowcount)
 
     def _changing(self) -> contextlib.AbstractContextManager[None]:
-        """Around a write that changes stored records (see :class:`RevocationCounter`)."""
+        """Around a write that changes stored records (see :class:`ChangeCounter`)."""
         return self._changes.changing() if self._changes is not None else contextlib.nullcontext()
 
     def purge(self, expired_before: dt.datetime) -> int:
