@@ -303,12 +303,8 @@ class Writer:
             return
         if self._lock_file is None or self._lock_file[0] != os.getpid():  # (a forked child
             self._lock_file = (os.getpid(), self._lock_path.open("a"))  # needs its own)
-        handle = self._lock_file[1]
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
+        with _locked(self._lock_file[1]):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[Connection]:
@@ -419,9 +415,7 @@ class Checkpointer:
                 break
             try:
                 if connection is None:
-                    pooled = self._engine.raw_connection()
-                    pooled.detach()  # this thread's for good
-                    connection = pooled.dbapi_connection
+                    connection = _own_connection(self._engine)
                 _busy, pages, _copied = connection.execute(
                     "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self._restart_due = pages > self.LOG_LIMIT
@@ -454,18 +448,10 @@ class ChangeCounter:
     def __init__(self, path: Path) -> None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         self._file = os.fdopen(fd, "r+b")
-        with self._locked():
+        with _locked(self._file):
             if os.fstat(fd).st_size < 8:
                 os.ftruncate(fd, 8)
         self._map = mmap.mmap(fd, 8)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fcntl.flock(self._file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
 
     def value(self) -> int:
         """The counter now."""
@@ -473,7 +459,7 @@ class ChangeCounter:
 
     def advance(self) -> None:
         """Count one change (of any process)."""
-        with self._locked():
+        with _locked(self._file):
             self._map[:8] = (self.value() + 1).to_bytes(8, "little")
 
     @contextlib.contextmanager
@@ -489,6 +475,24 @@ class ChangeCounter:
     def close(self) -> None:
         self._map.close()
         self._file.close()
+
+
+@contextlib.contextmanager
+def _locked(handle: Any) -> Iterator[None]:
+    """Hold the exclusive file lock of ``handle`` (an open file) for the block."""
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _own_connection(engine: Engine) -> Any:
+    """A driver connection of ``engine`` for a thread to keep: out of the pool for good (it
+    never goes back, and the pool's limit does not count it)."""
+    pooled = engine.raw_connection()
+    pooled.detach()
+    return pooled.dbapi_connection
 
 
 @attrs.define(eq=False)
@@ -668,9 +672,7 @@ class SqlTokenStore:
         reads the latest commit, as it runs outside a transaction)."""
         kept = getattr(self._thread_reader, "connection", None)
         if kept is None or kept[0] != os.getpid():  # a forked child opens its own
-            pooled = self.reader.raw_connection()
-            pooled.detach()  # the thread's now: it never goes back to the pool
-            kept = self._thread_reader.connection = (os.getpid(), pooled.dbapi_connection)
+            kept = self._thread_reader.connection = (os.getpid(), _own_connection(self.reader))
         try:
             return statement.rows(kept[1], **values)
         except self.down:
