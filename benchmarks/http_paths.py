@@ -4,8 +4,9 @@ In one run, with ``wrk -t2 -c16`` on the same cores as the server (``credenza se
 ``[server]`` layout given, SQLite store unless said otherwise):
 
 1. the bare limit: the bare app (:mod:`benchmarks.limit_app`) on gunicorn as
-   ``../shared/bench/limit.sh`` runs it (2 workers x 8 threads, one shared socket) and on
-   credenza's layout; every ratio is to the higher of the two;
+   ``../shared/bench/limit.sh`` runs it (2 workers x 8 threads, one shared socket) and with a
+   socket per worker; every ratio is to the higher of the two. The bare app on credenza's own
+   layout (granian by default) is printed too, for comparison, not as the divisor;
 2. AFP credentials with a warm cache (HTTP Basic, moto's STS behind it);
 3. IDaaS ``generateJwt`` (ES256 and a store write) and OAuth ``client_credentials`` (a store
    write), on SQLite and then on PostgreSQL;
@@ -14,8 +15,8 @@ In one run, with ``wrk -t2 -c16`` on the same cores as the server (``credenza se
 Prints req/s, the ratio to the bare limit, p50 and p99 for each.
 
     python benchmarks/http_paths.py [--seconds 10] [--paths afp,issue,verify,postgres]
-        [--worker-class gthread|sync] [--workers 2] [--threads 8] [--worker-connections N]
-        [--keepalive 2] [--shared-socket]
+        [--engine granian|gunicorn] [--worker-class gthread|sync] [--workers 2]
+        [--threads 8] [--worker-connections N] [--keepalive 2] [--shared-socket]
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ PATHS = ("afp", "issue", "verify", "postgres")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--engine", default="granian", choices=("granian", "gunicorn"))
     parser.add_argument("--worker-class", default="gthread", choices=("gthread", "sync"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
@@ -153,16 +155,22 @@ def main() -> None:
                         help=f"which of {', '.join(PATHS)} to measure")
     args = parser.parse_args()
     args.layout = wrk.Layout(args.worker_class, args.workers, args.threads,
-                             args.worker_connections, args.keepalive, not args.shared_socket)
+                             args.worker_connections, args.keepalive, not args.shared_socket,
+                             args.engine)
     paths = set(args.paths.split(","))
     client = new_api_key("bench-app")
 
-    bare = {"bare app, limit.sh's layout": wrk.bare_limit(wrk.LIMIT_LAYOUT, args.seconds)}
-    if args.layout != wrk.LIMIT_LAYOUT:
-        bare["bare app, credenza's layout"] = wrk.bare_limit(args.layout, args.seconds)
-    # The higher of the two is the limit: a run where connections piled onto one worker of the
-    # shared socket shows less than the machine can do, and would flatter every ratio.
+    # The limit is gunicorn's, as ../shared/bench/limit.sh measures it, and the higher of its
+    # layout and a socket per worker: a run where connections piled onto one worker of the
+    # shared socket shows less than gunicorn can do, and would flatter every ratio.
+    bare = {"bare app, limit.sh's layout": wrk.bare_limit(wrk.LIMIT_LAYOUT, args.seconds),
+            "bare app, gunicorn, a socket per worker": wrk.bare_limit(wrk.GUNICORN_LAYOUT,
+                                                                      args.seconds)}
     rate = max(load.requests_per_second for load in bare.values())
+    if args.layout not in (wrk.LIMIT_LAYOUT, wrk.GUNICORN_LAYOUT):
+        # Not the divisor: what serving costs on the engine credenza runs on, for comparison.
+        bare["bare app, credenza's layout (for comparison)"] = wrk.bare_limit(args.layout,
+                                                                              args.seconds)
     print(f"credenza: {args.layout}")
     for label, load in bare.items():
         print(load.line(label, rate), flush=True)

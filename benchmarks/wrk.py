@@ -126,7 +126,8 @@ def free_port() -> int:
 
 @attrs.frozen
 class Layout:
-    """How gunicorn serves: the ``[server]`` settings of credenza that the benchmarks vary."""
+    """How ``credenza serve`` serves: the ``[server]`` settings of credenza that the benchmarks
+    vary (worker_class, worker_connections and reuse_port are gunicorn's only)."""
 
     worker_class: str = "gthread"
     workers: int = 2
@@ -134,44 +135,54 @@ class Layout:
     worker_connections: int = 1000
     keepalive_seconds: int = 2
     reuse_port: bool = True
+    engine: str = "granian"
 
     def __str__(self) -> str:
-        return (f"{self.worker_class}, {self.workers} workers x {self.threads} threads, "
+        if self.engine == "granian":
+            return (f"granian, {self.workers} workers x {self.threads} threads, "
+                    f"keep-alive {self.keepalive_seconds} s, one shared socket")
+        return (f"gunicorn {self.worker_class}, {self.workers} workers x {self.threads} threads, "
                 f"worker_connections {self.worker_connections}, "
                 f"keep-alive {self.keepalive_seconds} s, "
                 f"{'a socket per worker' if self.reuse_port else 'one shared socket'}")
 
     def toml(self) -> str:
         """The ``[server]`` lines of credenza's configuration."""
-        return "\n".join([f'worker_class = "{self.worker_class}"', f"workers = {self.workers}",
+        return "\n".join([f'engine = "{self.engine}"',
+                          f'worker_class = "{self.worker_class}"', f"workers = {self.workers}",
                           f"threads = {self.threads}",
                           f"worker_connections = {self.worker_connections}",
                           f"keepalive_seconds = {self.keepalive_seconds}",
                           f"reuse_port = {str(self.reuse_port).lower()}"])
 
-    def gunicorn_args(self) -> list[str]:
-        """The same layout on gunicorn's command line."""
+    def command(self, port: int) -> list[str]:
+        """The same layout serving the bare app on ``port``."""
+        if self.engine == "granian":
+            return ["-m", "granian", "--interface", "wsgi", "--workers", str(self.workers),
+                    "--blocking-threads", str(self.threads), "--no-ws", "--host", "127.0.0.1",
+                    "--port", str(port), "--no-access-log", "limit_app:application"]
         threads = 1 if self.worker_class == "sync" else self.threads  # else gunicorn's gthread
-        return ["-w", str(self.workers), "-k", self.worker_class, "--threads", str(threads),
-                "--worker-connections", str(self.worker_connections),
+        return ["-m", "gunicorn", "-w", str(self.workers), "-k", self.worker_class,
+                "--threads", str(threads), "--worker-connections", str(self.worker_connections),
                 "--keep-alive", str(self.keepalive_seconds),
-                *(["--reuse-port"] if self.reuse_port else [])]
+                *(["--reuse-port"] if self.reuse_port else []), "-b", f"127.0.0.1:{port}",
+                "--access-logfile", "/dev/null", "limit_app:application"]
 
 
 #: how ``../shared/bench/limit.sh`` (the machine's limit the performance issues quote) runs the
 #: bare app: ``-w 2 -k sync --threads 8``, which gunicorn runs as gthread (sync with threads),
 #: one shared socket
-LIMIT_LAYOUT = Layout("gthread", 2, 8, 1000, 2, reuse_port=False)
+LIMIT_LAYOUT = Layout("gthread", 2, 8, 1000, 2, reuse_port=False, engine="gunicorn")
+#: credenza's gunicorn layout before granian became the default engine (a socket per worker)
+GUNICORN_LAYOUT = Layout(engine="gunicorn")
 
 
 @contextlib.contextmanager
 def bare_server(layout: Layout) -> Iterator[str]:
-    """The bare WSGI app (:mod:`benchmarks.limit_app`) on gunicorn; its URL."""
+    """The bare WSGI app (:mod:`benchmarks.limit_app`) served in ``layout``; its URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", *layout.gunicorn_args(), "-b", f"127.0.0.1:{port}",
-         "--access-logfile", "/dev/null", "limit_app:application"], cwd=HERE,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, *layout.command(port)], cwd=HERE,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 20
@@ -179,7 +190,7 @@ def bare_server(layout: Layout) -> Iterator[str]:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 break
             if time.monotonic() > deadline:
-                raise SystemExit("the bare gunicorn did not start")
+                raise SystemExit("the bare server did not start")
             time.sleep(0.05)
         yield url
     finally:
@@ -188,6 +199,6 @@ def bare_server(layout: Layout) -> Iterator[str]:
 
 
 def bare_limit(layout: Layout, seconds: float = 10) -> Load:
-    """What the bare app serves with this gunicorn layout under the benchmarks' load."""
+    """What the bare app serves in this layout under the benchmarks' load."""
     with bare_server(layout) as url:
         return run(url, seconds)

@@ -68,21 +68,24 @@ class ServerSettings:
     """``[server]``: how ``credenza serve`` runs."""
 
     bind: str = setting("The address and port to listen on", "127.0.0.1:8080")
+    engine: str = setting("The HTTP server: granian (HTTP in Rust; the faster) or gunicorn "
+                          "(pure Python; its worker_class, worker_connections and reuse_port)",
+                          "granian", choices=("granian", "gunicorn"))
     workers: int = setting("Worker processes", 2, min=1, max=64)
-    threads: int = setting("Threads per gthread worker process (a sync worker has one)", 8,
-                           min=1, max=256)
-    worker_class: str = setting("gunicorn's worker class: gthread (threads; keep-alive) or "
-                                "sync (one request at a time per process)", "gthread",
+    threads: int = setting("Threads per worker process that run requests (gunicorn's sync "
+                           "worker has one)", 8, min=1, max=256)
+    worker_class: str = setting("gunicorn only: gthread (threads; keep-alive) or sync (one "
+                                "request at a time per process)", "gthread",
                                 choices=("gthread", "sync"))
     worker_connections: int = setting(
-        "Connections one gthread worker holds at most before it leaves new ones to the others",
-        1000, min=1, max=100000)
+        "gunicorn only: connections one gthread worker holds at most before it leaves new ones "
+        "to the others", 1000, min=1, max=100000)
     keepalive_seconds: int = setting("How long an idle keep-alive connection stays open (0: "
                                      "close after each answer)", 2, min=0, max=300)
     reuse_port: bool = setting(
-        "Each worker listens on its own socket (SO_REUSEPORT) and the kernel spreads new "
-        "connections evenly over them; off: one shared socket, where a busy moment can leave "
-        "most connections with one worker (TCP binds with a fixed port only)", True)
+        "gunicorn only: each worker listens on its own socket (SO_REUSEPORT) and the kernel "
+        "spreads new connections evenly over them; off: one shared socket, where a busy moment "
+        "can leave most connections with one worker (TCP binds with a fixed port only)", True)
     certfile: Path | None = setting("The TLS certificate (PEM); with keyfile: HTTPS", None)
     keyfile: Path | None = setting("The TLS private key (PEM)", None)
     max_body_bytes: int = setting("The largest request body accepted (413 above it)",

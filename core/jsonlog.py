@@ -1,4 +1,4 @@
-"""The server's logs: text as gunicorn writes them, or (``[credenza] log_format = "json"``) one
+"""The server's logs: text, or (``[credenza] log_format = "json"``) one
 JSON object per line carrying the id of the request it belongs to (the ``X-Request-Id`` answered),
 the access log included.
 """
@@ -23,7 +23,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         origin = requestctx.current()
-        request_id = origin.request_id if origin else None
+        request_id = origin.request_id if origin else getattr(record, "request_id", None)
         if request_id is None and isinstance(record.args, dict):
             request_id = record.args.get(_ACCESS_REQUEST_ID) or None
         entry: dict[str, Any] = {
@@ -46,24 +46,28 @@ def configure(level: str, log_format: str) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
-def gunicorn_logconfig(level: str) -> dict[str, Any]:
-    """gunicorn's ``logconfig_dict`` for the JSON format: its error log and the app's lines on
-    standard error, the access log on standard output (where the text format has them), each
-    line once."""
-    formatter = {"()": f"{__name__}.JsonFormatter"}
+def server_logconfig(level: str, log_format: str, error_loggers: tuple[str, ...],
+                     access_loggers: tuple[str, ...]) -> dict[str, Any]:
+    """A server's ``logging.config`` dictionary in ``log_format``: its own lines
+    (``error_loggers``) and the app's on standard error, the access log (``access_loggers``, at
+    INFO whatever ``level`` says) on standard output, each line once."""
+    formatter = ({"()": f"{__name__}.JsonFormatter"} if log_format == "json"
+                 else {"format": TEXT_FORMAT})
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": formatter},
+        "formatters": {"credenza": formatter},
         "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "json",
+            "stderr": {"class": "logging.StreamHandler", "formatter": "credenza",
                        "stream": "ext://sys.stderr"},
-            "stdout": {"class": "logging.StreamHandler", "formatter": "json",
+            "stdout": {"class": "logging.StreamHandler", "formatter": "credenza",
                        "stream": "ext://sys.stdout"},
         },
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
-            "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+            **{name: {"level": level, "handlers": ["stderr"], "propagate": False}
+               for name in error_loggers},
+            **{name: {"level": "INFO", "handlers": ["stdout"], "propagate": False}
+               for name in access_loggers},
         },
     }

@@ -1,4 +1,5 @@
-"""`credenza serve` on a real socket: answers, logs no secrets, speaks TLS, stops on SIGTERM."""
+"""`credenza serve` on a real socket: answers, logs no secrets, speaks TLS, stops on SIGTERM, on
+either engine (granian, the default, and gunicorn)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,27 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
 
 from credenza.cli.serve import reusable
 from tests.conftest import running_server
 from tests.tls import make_ca_and_server_cert
 
+GUNICORN = {"CREDENZA__SERVER__ENGINE": "gunicorn"}
+#: what each engine's master says when it has stopped, and its access log's logger
+ENGINES = {
+    "granian": ({}, "Granian shutdown completed", "credenza.access"),
+    "gunicorn": (GUNICORN, "Shutting down: Master", "gunicorn.access"),
+}
 
-def test_embedded_default_serves_status_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    env = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_embedded_default_serves_status_and_stops_cleanly_on_sigterm(tmp_path: Path,
+                                                                     engine: str) -> None:
+    engine_env, stopped, _ = ENGINES[engine]
+    env = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), **engine_env}
     env_without_config = {"CREDENZA_CONFIG": ""}
     with running_server(tmp_path, [], {**env, **env_without_config}) as server:
         response = requests.get(server.url + "/status", timeout=5)
@@ -36,29 +49,40 @@ def test_embedded_default_serves_status_and_stops_cleanly_on_sigterm(tmp_path: P
     assert data_dir.is_dir() and data_dir.stat().st_mode & 0o777 == 0o700
     log = server.log()
     assert "serving <embedded default configuration>" in log
-    assert "Shutting down: Master" in log
+    assert stopped in log
 
 
-def test_access_log_carries_no_secrets(tmp_path: Path) -> None:
-    with running_server(tmp_path, []) as server:
-        requests.get(server.url + "/v1/whoami?access_token=QUERYSECRET", timeout=5,
-                     auth=("alice", "PASSWORDSECRET"),
-                     headers={"X-API-Key": "KEYSECRET", "Cookie": "s=COOKIESECRET"})
+@pytest.mark.parametrize("engine", ENGINES)
+def test_access_log_carries_no_secrets(tmp_path: Path, engine: str) -> None:
+    with running_server(tmp_path, [], ENGINES[engine][0]) as server:
+        answer = requests.get(server.url + "/v1/whoami?access_token=QUERYSECRET", timeout=5,
+                              auth=("alice", "PASSWORDSECRET"),
+                              headers={"X-API-Key": "KEYSECRET", "Cookie": "s=COOKIESECRET"})
         server.stop()
     log = server.log()
     assert '"GET /v1/whoami HTTP/1.1" 401' in log
+    assert f"id={answer.headers['X-Request-Id']}" in log
     for secret in ("QUERYSECRET", "PASSWORDSECRET", "KEYSECRET", "COOKIESECRET",
                    "YWxpY2U6UEFTU1dPUkRTRUNSRVQ="):  # the Basic header's base64
         assert secret not in log
 
 
-def test_tls_from_cert_and_key_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("engine", "key_format"), [
+    ("granian", serialization.PrivateFormat.PKCS8),
+    # granian reads PKCS#8 only: serve converts any other key (to a private temporary file)
+    ("granian", serialization.PrivateFormat.TraditionalOpenSSL),
+    ("gunicorn", serialization.PrivateFormat.PKCS8)])
+def test_tls_from_cert_and_key_files(tmp_path: Path, engine: str,
+                                     key_format: serialization.PrivateFormat) -> None:
     ca, cert, key = make_ca_and_server_cert(tmp_path)
+    loaded = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    key.write_bytes(loaded.private_bytes(serialization.Encoding.PEM, key_format,
+                                         serialization.NoEncryption()))
     config = tmp_path / "tls.toml"
     config.write_text(f"[credenza]\nplugins = []\n[server]\ncertfile = '{cert}'\n"
                       f"keyfile = '{key}'\n")
-    with running_server(tmp_path, ["--config", str(config)], scheme="https",
-                        verify=str(ca)) as server:
+    with running_server(tmp_path, ["--config", str(config)], ENGINES[engine][0],
+                        scheme="https", verify=str(ca)) as server:
         response = requests.get(server.url + "/status", timeout=5, verify=str(ca))
         assert response.status_code == 200
         try:
@@ -99,12 +123,14 @@ def test_a_busy_port_is_named_at_once_and_nothing_claims_to_serve(tmp_path: Path
     assert "Can't connect" not in refused.stderr  # refused before gunicorn's retries
 
 
-def test_json_logs_carry_the_request_id_on_every_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_json_logs_carry_the_request_id_on_every_line(tmp_path: Path, engine: str) -> None:
     (tmp_path / "audit-dir").mkdir()  # an audit file that cannot be written: an error logged
     config = tmp_path / "json.toml"
     config.write_text('[credenza]\nplugins = ["environ", "audit"]\nlog_format = "json"\n'
                       '[plugins.audit]\npath = "audit-dir"\n')
-    with running_server(tmp_path, ["--config", str(config)]) as server:
+    engine_env, _, access_logger = ENGINES[engine]
+    with running_server(tmp_path, ["--config", str(config)], engine_env) as server:
         # Credentials nobody checks: refused, and the refusal cannot be audited.
         response = requests.get(server.url + "/v1/whoami", timeout=5, auth=("alice", "pw"))
         assert response.status_code == 503
@@ -115,10 +141,11 @@ def test_json_logs_carry_the_request_id_on_every_line(tmp_path: Path) -> None:
     mine = [line for line in lines if line["request_id"] == request_id]
     assert [(line["logger"], line["level"]) for line in mine] == [
         ("credenza.plugins.audit", "ERROR"), ("credenza.wsgi.app", "WARNING"),
-        ("gunicorn.access", "INFO")]
+        (access_logger, "INFO")]
     assert '"GET /v1/whoami HTTP/1.1" 503' in mine[-1]["message"]
     assert {"time", "level", "logger", "process", "request_id", "message"} <= set(mine[0])
-    assert any("Booting worker" in line["message"] for line in lines)
+    assert any(line["message"].startswith(("Booting worker", "Spawning worker"))
+               for line in lines)
     assert any(line["message"].startswith("credenza: serving") for line in lines)
 
 
@@ -140,10 +167,11 @@ def listeners(port: int) -> dict[int, set[int]]:
     return held
 
 
-def test_each_worker_listens_on_its_own_socket(tmp_path: Path) -> None:
+def test_each_gunicorn_worker_listens_on_its_own_socket(tmp_path: Path) -> None:
     """The kernel spreads connections over the workers' sockets: with one shared socket, a
-    worker that happened to be awake took most connections and served them on one core."""
-    with running_server(tmp_path, []) as server:
+    gunicorn worker that happened to be awake took most connections and served them on one
+    core."""
+    with running_server(tmp_path, [], GUNICORN) as server:
         port = int(server.url.rpartition(":")[2])
         deadline = time.monotonic() + 30
         while len(held := listeners(port)) < 2 and time.monotonic() < deadline:
@@ -154,8 +182,10 @@ def test_each_worker_listens_on_its_own_socket(tmp_path: Path) -> None:
         assert requests.get(server.url + "/status", timeout=5).status_code == 200
     (tmp_path / "shared").mkdir()
     with running_server(tmp_path / "shared", [],
-                        {"CREDENZA__SERVER__REUSE_PORT": "false"}) as server:
-        held = listeners(int(server.url.rpartition(":")[2]))
+                        {**GUNICORN, "CREDENZA__SERVER__REUSE_PORT": "false"}) as server:
+        port = int(server.url.rpartition(":")[2])
+        while len(held := listeners(port)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the second worker may not be forked yet
         assert server.process.pid in held and len(held) == 3  # master and workers: one socket
         assert len(set().union(*held.values())) == 1
 
@@ -170,7 +200,77 @@ def test_a_socket_per_worker_only_where_each_can_bind_the_same_address() -> None
 def test_sync_workers_are_sync(tmp_path: Path) -> None:
     """gunicorn turns "sync" with threads into gthread; credenza's sync means one request at a
     time per process, whatever [server] threads says."""
-    with running_server(tmp_path, [], {"CREDENZA__SERVER__WORKER_CLASS": "sync"}) as server:
+    with running_server(tmp_path, [], {**GUNICORN, "CREDENZA__SERVER__WORKER_CLASS": "sync"}) \
+            as server:
         assert requests.get(server.url + "/status", timeout=5).status_code == 200
         server.stop()
     assert "Using worker: sync" in server.log()
+
+
+def test_granian_keeps_the_process_environment_out_of_requests(tmp_path: Path) -> None:
+    """granian starts each request's environ from ``os.environ``: a REMOTE_USER in the server's
+    environment would name every caller to the embedded default's ``environ`` plugin."""
+    with running_server(tmp_path, [], {"REMOTE_USER": "mallory"}) as server:
+        assert requests.get(server.url + "/v1/whoami", timeout=5).status_code == 401
+        server.stop()
+    config = tmp_path / "header.toml"
+    config.write_text('[credenza]\nplugins = ["environ"]\n[plugins.environ]\n'
+                      'field = "HTTP_X_FORWARDED_USER"\nallow_header_field = true\n')
+    with running_server(tmp_path, ["--config", str(config)],
+                        {"HTTP_X_FORWARDED_USER": "mallory"}) as server:
+        assert requests.get(server.url + "/v1/whoami", timeout=5).status_code == 401
+        # the header a request does send arrives
+        whoami = requests.get(server.url + "/v1/whoami", timeout=5,
+                              headers={"X-Forwarded-User": "alice"})
+        assert whoami.status_code == 200
+        assert whoami.json()["name"] == "alice"
+        server.stop()
+
+
+def test_granian_access_log_quotes_what_could_forge_a_line(tmp_path: Path) -> None:
+    with running_server(tmp_path, []) as server:
+        requests.get(server.url + "/v1/whoami%0A127.0.0.1%20%22GET%20/forged", timeout=5)
+        server.stop()
+    lines = [line for line in server.log().splitlines() if "credenza.access" in line]
+    assert any('"GET /v1/whoami%0A127.0.0.1%20%22GET%20/forged HTTP/1.1" 404' in line
+               for line in lines)
+    assert not any(line.startswith(("127.0.0.1", '127.0.0.1 "GET /forged')) for line in lines)
+
+
+def test_granian_refuses_an_inherited_descriptor_clearly(tmp_path: Path) -> None:
+    refused = subprocess.run([sys.executable, "-m", "credenza", "serve", "--bind", "fd://3"],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert ('cannot listen on fd://3: an inherited descriptor needs [server] engine = '
+            '"gunicorn"') in refused.stderr
+
+
+def test_granian_workers_stop_when_their_master_is_killed(tmp_path: Path) -> None:
+    """Orphaned workers would go on serving the port, and a restart could not listen there."""
+    with running_server(tmp_path, []) as server:
+        port = int(server.url.rpartition(":")[2])
+        deadline = time.monotonic() + 30
+        while server.log().count("Started worker") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = set(listeners(port)) - {server.process.pid}
+        assert len(workers) == 2
+        server.process.kill()
+        server.process.wait()
+        while any(map(alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(alive, workers))
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))  # free for a restarted server
+
+
+def alive(pid: int) -> bool:
+    """Whether any thread of process ``pid`` runs (a zombie waiting to be reaped does not; a
+    main thread that has ended shows as one while the others go on)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(task.read_text().rpartition(")")[2].split()[0])
+        except OSError:  # that thread ended meanwhile
+            continue
+    return any(state != "Z" for state in states)

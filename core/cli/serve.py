@@ -1,126 +1,39 @@
-"""``credenza serve``: the bundled production server (gunicorn: worker processes, threads, TLS).
+"""``credenza serve``: the bundled production server (worker processes, threads, TLS).
 
 The master process loads the configuration and the plugins once to fail fast with a clear message,
-then releases them; each worker builds its own Broker after the fork, so no connection or lock is
-shared between processes. SIGTERM stops gracefully: workers finish the requests they have.
+then releases them; each worker builds its own Broker, so no connection or lock is shared between
+processes. SIGTERM stops gracefully: workers finish the requests they have. Two engines run it
+(``[server] engine``): granian (:mod:`credenza.cli.granian_engine`, the default) and gunicorn
+(:mod:`credenza.cli.gunicorn_engine`).
 """
 
 from __future__ import annotations
 
 import atexit
 import errno
-import gc
+import importlib
 import logging
 import os
 import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import click
-from gunicorn import sock as gunicorn_sockets
-from gunicorn.app.base import BaseApplication
 
 from credenza import jsonlog
-from credenza.config import Config
-
-log = logging.getLogger(__name__)
+from credenza.config import CONFIG_ENV
 
 if TYPE_CHECKING:
     from credenza.cli import CliState
+    from credenza.config import Config
 
-# Path without the query string, no headers: nothing a caller sends as a secret reaches the log.
-ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms id=%({x-request-id}o)s'
+log = logging.getLogger(__name__)
 
-
-class CredenzaServer(BaseApplication):
-    """gunicorn, configured from ``[server]`` instead of its own command line."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        super().__init__()
-
-    def when_ready(self, _arbiter: Any) -> None:
-        """Say where it serves once the socket listens (not before: the bind may fail)."""
-        scheme = "https" if self.config.server.tls else "http"
-        log.info("credenza: serving %s on %s://%s", self.config.source, scheme,
-                 self.config.server.bind)
-
-    def load_config(self) -> None:
-        server = self.config.server
-        settings: dict[str, Any] = {
-            "bind": [server.bind],
-            "workers": server.workers,
-            "worker_class": server.worker_class,
-            # gunicorn runs "sync" with threads as gthread: sync means one request at a time
-            "threads": 1 if server.worker_class == "sync" else server.threads,
-            "worker_connections": server.worker_connections,
-            "keepalive": server.keepalive_seconds,
-            "reuse_port": server.reuse_port and reusable(server.bind),
-            "graceful_timeout": server.graceful_timeout,
-            "proc_name": "credenza",
-            "errorlog": "-",
-            "loglevel": self.config.log_level.lower(),
-            "accesslog": "-" if server.access_log else None,
-            "access_log_format": ACCESS_LOG_FORMAT,
-            "limit_request_line": 8190,
-            "when_ready": self.when_ready,
-            "child_exit": self.child_exit,
-            "post_fork": self.post_fork,
-            "post_worker_init": self.post_worker_init,
-        }
-        if self.config.log_format == "json":
-            settings["logconfig_dict"] = jsonlog.gunicorn_logconfig(self.config.log_level)
-        if server.tls:
-            settings.update(certfile=str(server.certfile), keyfile=str(server.keyfile))
-        # gunicorn >= 24 opens a control socket at one fixed path per user; several servers on one
-        # host would fight over it, and credenza needs none of what it offers.
-        if "control_socket_disable" in self.cfg.settings:
-            settings["control_socket_disable"] = True
-        for key, value in settings.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        from credenza.broker import Broker
-        from credenza.wsgi import make_app
-
-        app = make_app(Broker.from_config(self.config))
-        # What the worker holds from here on (boto3's models, the routes, the plugins) lives as
-        # long as it does: left in the collected generations, every full collection walked it
-        # again, and those pauses made the slow tail of every path (AFP p99 ~200 ms -> ~40).
-        gc.freeze()
-        return app
-
-    # With a socket per worker, gunicorn has each worker listen as soon as it is forked, before
-    # it has loaded the app: the kernel hashed connections to it that then waited seconds for
-    # the load (and timed out at start), while a loaded worker was idle. A worker listens
-    # once it can answer; until one can, connections are refused and clients retry.
-
-    @staticmethod
-    def post_fork(_arbiter: Any, worker: Any) -> None:
-        """A worker with its own sockets closes them until it has loaded the app."""
-        if worker.cfg.reuse_port:
-            for listener in worker.sockets:
-                listener.close()
-            worker.sockets = []
-
-    @staticmethod
-    def post_worker_init(worker: Any) -> None:
-        """A worker with its own sockets listens now that it has loaded the app."""
-        if worker.cfg.reuse_port:
-            worker.sockets = gunicorn_sockets.create_sockets(worker.cfg, worker.log)
-            for listener in worker.sockets:
-                listener.set_inheritable(False)
-            worker.wait_fds = [*worker.sockets, worker.PIPE[0]]  # what a sync worker selects on
-
-    @staticmethod
-    def child_exit(_arbiter: Any, worker: Any) -> None:
-        """A worker's live gauges leave the sums with it (prometheus_client's bookkeeping)."""
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
+#: ``[server] engine`` -> the module whose ``serve(config)`` runs it (imported when chosen)
+ENGINES = {"granian": "credenza.cli.granian_engine", "gunicorn": "credenza.cli.gunicorn_engine"}
 
 
 @click.command()
@@ -149,7 +62,15 @@ def serve(state: CliState, bind: str | None, workers: int | None, certfile: Path
 
     make_app(Broker.from_config(config)).broker.close()  # fail fast, in the master
     check_bind(server.bind)
-    CredenzaServer(config).run()
+    if state.config_path:  # what a worker that starts afresh (not forked) loads
+        os.environ[CONFIG_ENV] = state.config_path
+    importlib.import_module(ENGINES[server.engine]).serve(config)
+
+
+def say_serving(config: Config) -> None:
+    """Say where it serves, once the socket listens (not before: the bind may fail)."""
+    scheme = "https" if config.server.tls else "http"
+    log.info("credenza: serving %s on %s://%s", config.source, scheme, config.server.bind)
 
 
 def prepare_metrics_dir() -> Path:
