@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
+
+from credenza.secrets import id_bytes
 
 
 @attrs.frozen
@@ -39,7 +40,7 @@ def new_request_id() -> str:
     """A random (version 4) UUID as text: what identifies a request in logs, problem answers
     (``urn:uuid:...``) and ``X-Request-Id``. Made from 16 random bytes without building a
     :class:`uuid.UUID`, which cost three times as much."""
-    digits = os.urandom(16).hex()
+    digits = id_bytes(16).hex()
     variant = "89ab"[int(digits[16], 16) & 3]  # RFC 9562: 10xx
     return (f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-"
             f"{digits[20:]}")

@@ -174,7 +174,46 @@ class _Check:
 
 def new_token_id(prefix: str = "at") -> str:
     """A token id that sorts by creation time (milliseconds, then 80 random bits)."""
-    return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+    return f"{prefix}_{int(time.time() * 1000):012x}{id_bytes(10).hex()}"
+
+
+class _IdRandomness(threading.local):
+    """One thread's store of random bytes for identifiers, and the process it was drawn in."""
+
+    generation = -1
+    buffer = b""
+    offset = 0
+
+
+_id_randomness = _IdRandomness()
+_forks = 0  # advanced in every forked child: a buffer drawn before the fork is not used again
+ID_RANDOMNESS_CHUNK = 4096
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def id_bytes(count: int) -> bytes:
+    """``count`` random bytes for an identifier (a request or token id), not for a secret.
+
+    From the operating system's CSPRNG like :func:`os.urandom`, but drawn 4 KiB at a time per
+    thread: ``os.urandom`` lets go of the interpreter lock for each call, and under load every
+    such release handed the interpreter to another thread (a context switch per id, costly
+    on small machines). A forked child draws afresh, so parent and child never share bytes.
+    Secrets (API keys, opaque tokens, salts) keep calling :mod:`secrets` each time.
+    """
+    state = _id_randomness
+    if state.generation != _forks or state.offset + count > len(state.buffer):
+        state.buffer = os.urandom(max(ID_RANDOMNESS_CHUNK, count))
+        state.offset, state.generation = 0, _forks
+    start = state.offset
+    state.offset = start + count
+    return state.buffer[start:start + count]
 
 
 def key_file(path: Path, nbytes: int = 32) -> bytes:
