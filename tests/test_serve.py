@@ -274,3 +274,30 @@ def alive(pid: int) -> bool:
         except OSError:  # that thread ended meanwhile
             continue
     return any(state != "Z" for state in states)
+
+
+def test_granian_serves_a_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "credenza.sock"
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "CREDENZA_CONFIG": "", "CREDENZA__SERVER__GRACEFUL_TIMEOUT": "5"}
+    process = subprocess.Popen([sys.executable, "-m", "credenza", "serve", "--bind",
+                                f"unix:{path}"], env=env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        answer = b""
+        while not answer.startswith(b"HTTP/1.1 200") and time.monotonic() < deadline:
+            try:
+                with socket.socket(socket.AF_UNIX) as client:
+                    client.connect(str(path))
+                    client.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    answer = b"".join(iter(lambda: client.recv(4096), b""))
+            except OSError:
+                time.sleep(0.05)  # not listening yet
+        assert answer.startswith(b"HTTP/1.1 200") and b'"token store"' in answer
+        process.terminate()
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
