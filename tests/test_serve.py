@@ -16,7 +16,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 
 from credenza.cli.serve import reusable
-from tests.conftest import running_server
+from tests.conftest import free_port, running_server
 from tests.tls import make_ca_and_server_cert
 
 GUNICORN = {"CREDENZA__SERVER__ENGINE": "gunicorn"}
@@ -301,3 +301,33 @@ def test_granian_serves_a_unix_socket(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_granian_command_line_serves_worker_app_as_configuration_md_shows(
+        tmp_path: Path) -> None:
+    """docs/configuration.md: granian's own command line on ``worker_app`` (no ``credenza
+    serve`` master: the worker must not take granian's master for a dead one)."""
+    shown = "granian --interface wsgi --factory credenza.cli.granian_engine:worker_app"
+    assert shown in (Path(__file__).parent.parent / "docs" / "configuration.md").read_text() \
+        .replace("\n  ", " ")
+    port = free_port()
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "CREDENZA_CONFIG": "", "REMOTE_USER": "mallory"}
+    process = subprocess.Popen([sys.executable, "-m", *shown.split(), "--workers", "1",
+                                "--port", str(port)], env=env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status = requests.get(f"http://127.0.0.1:{port}/status", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+        assert status.status_code == 200
+        # the embedded default's environ plugin does not see the service's REMOTE_USER
+        assert requests.get(f"http://127.0.0.1:{port}/v1/whoami", timeout=5).status_code == 401
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -96,7 +96,8 @@ def _stop_with_master() -> None:
         return
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if str(os.getppid()) != os.environ.get(MASTER_PID):  # it died before that took effect
+    master = os.environ.get(MASTER_PID)  # unset when granian's own command line runs this
+    if master and str(os.getppid()) != master:  # it died before that took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
 
