@@ -331,3 +331,23 @@ def test_granian_command_line_serves_worker_app_as_configuration_md_shows(
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_stopped_worker_leaves_the_live_gauges(tmp_path: Path, engine: str) -> None:
+    """prometheus_client sums live gauges over the files of live processes: each engine drops
+    a worker's files when it exits."""
+    metrics_dir = tmp_path / "metrics"
+    env = {**ENGINES[engine][0], "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    with running_server(tmp_path, [], env) as server:
+        port = int(server.url.rpartition(":")[2])
+        deadline = time.monotonic() + 30
+        while len(workers := set(listeners(port)) - {server.process.pid}) < 2 \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)  # gunicorn's workers listen once loaded, granian's once forked
+        assert len(workers) == 2
+        live = [metrics_dir / f"gauge_livesum_{pid}.db" for pid in workers]
+        for path in live:
+            path.write_bytes(b"")  # as a worker's live gauge would leave it
+        assert server.stop() == 0
+    assert not any(path.exists() for path in live)

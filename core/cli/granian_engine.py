@@ -30,7 +30,7 @@ from granian.constants import Interfaces
 from granian.http import HTTP1Settings
 
 from credenza import jsonlog
-from credenza.cli.serve import say_serving
+from credenza.cli.serve import leave_metrics, say_serving
 from credenza.config import Config
 from credenza.wsgi.app import StartResponse
 
@@ -76,7 +76,7 @@ def worker_app() -> ServedApp:
     # As on gunicorn: what the worker holds from here on lives as long as it does; frozen, full
     # collections stop walking it (AFP p99 ~200 ms -> ~40).
     gc.freeze()
-    multiprocessing.util.Finalize(None, _leave_metrics, args=(os.getpid(),), exitpriority=0)
+    multiprocessing.util.Finalize(None, leave_metrics, args=(os.getpid(),), exitpriority=0)
     return ServedApp(app, config.server.access_log)
 
 
@@ -99,13 +99,6 @@ def _stop_with_master() -> None:
     master = os.environ.get(MASTER_PID)  # unset when granian's own command line runs this
     if master and str(os.getppid()) != master:  # it died before that took effect
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _leave_metrics(pid: int) -> None:
-    """A worker's live gauges leave the sums with it (prometheus_client's bookkeeping)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(pid)
 
 
 class ServedApp:

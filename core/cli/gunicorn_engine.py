@@ -11,7 +11,7 @@ from gunicorn import sock as gunicorn_sockets
 from gunicorn.app.base import BaseApplication
 
 from credenza import jsonlog
-from credenza.cli.serve import reusable, say_serving
+from credenza.cli.serve import leave_metrics, reusable, say_serving
 from credenza.config import Config
 
 # Path without the query string, no headers: nothing a caller sends as a secret reaches the log.
@@ -99,10 +99,7 @@ class CredenzaServer(BaseApplication):
 
     @staticmethod
     def child_exit(_arbiter: Any, worker: Any) -> None:
-        """A worker's live gauges leave the sums with it (prometheus_client's bookkeeping)."""
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
+        leave_metrics(worker.pid)
 
 
 def serve(config: Config) -> None:

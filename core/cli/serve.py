@@ -73,6 +73,14 @@ def say_serving(config: Config) -> None:
     log.info("credenza: serving %s on %s://%s", config.source, scheme, config.server.bind)
 
 
+def leave_metrics(pid: int) -> None:
+    """Worker ``pid`` has exited: its live gauges leave the sums with it (prometheus_client's
+    bookkeeping)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)
+
+
 def prepare_metrics_dir() -> Path:
     """The directory where every worker writes its metrics, for a scrape to sum them: the one
     ``PROMETHEUS_MULTIPROC_DIR`` names, emptied of an earlier run's figures, else a new
