@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import ctypes
 import ctypes.util
-import gc
 import logging
 import multiprocessing.util
 import os
@@ -30,7 +29,7 @@ from granian.constants import Interfaces
 from granian.http import HTTP1Settings
 
 from credenza import jsonlog
-from credenza.cli.serve import leave_metrics, say_serving
+from credenza.cli.serve import host_and_port, leave_metrics, load_app, say_serving
 from credenza.config import Config
 from credenza.wsgi.app import StartResponse
 
@@ -67,15 +66,9 @@ def serve(config: Config) -> None:
 
 def worker_app() -> ServedApp:
     """The app of one worker process (granian calls it in the worker, once)."""
-    from credenza.broker import Broker
-    from credenza.wsgi import make_app
-
     _stop_with_master()
     config = Config.load()  # as the master did: same file, same environment
-    app = make_app(Broker.from_config(config))
-    # As on gunicorn: what the worker holds from here on lives as long as it does; frozen, full
-    # collections stop walking it (AFP p99 ~200 ms -> ~40).
-    gc.freeze()
+    app = load_app(config)
     multiprocessing.util.Finalize(None, leave_metrics, args=(os.getpid(),), exitpriority=0)
     return ServedApp(app, config.server.access_log)
 
@@ -159,8 +152,8 @@ def _address(bind: str) -> tuple[str, int, Path | None]:
     if bind.startswith("fd://"):
         raise click.ClickException(f"cannot listen on {bind}: an inherited descriptor needs "
                                    '[server] engine = "gunicorn"')
-    host, _, port = bind.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port), None  # noqa: S104 - as gunicorn reads it
+    host, port = host_and_port(bind)
+    return host, int(port), None
 
 
 def pkcs8_key(keyfile: Path) -> Path:

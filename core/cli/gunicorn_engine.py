@@ -4,14 +4,13 @@ sync or gthread workers, a socket per worker.
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 from gunicorn import sock as gunicorn_sockets
 from gunicorn.app.base import BaseApplication
 
 from credenza import jsonlog
-from credenza.cli.serve import leave_metrics, reusable, say_serving
+from credenza.cli.serve import leave_metrics, load_app, reusable, say_serving
 from credenza.config import Config
 
 # Path without the query string, no headers: nothing a caller sends as a secret reaches the log.
@@ -65,15 +64,7 @@ class CredenzaServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from credenza.broker import Broker
-        from credenza.wsgi import make_app
-
-        app = make_app(Broker.from_config(self.config))
-        # What the worker holds from here on (boto3's models, the routes, the plugins) lives as
-        # long as it does: left in the collected generations, every full collection walked it
-        # again, and those pauses made the slow tail of every path (AFP p99 ~200 ms -> ~40).
-        gc.freeze()
-        return app
+        return load_app(self.config)
 
     # With a socket per worker, gunicorn has each worker listen as soon as it is forked, before
     # it has loaded the app: the kernel hashed connections to it that then waited seconds for
