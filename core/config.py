@@ -74,6 +74,12 @@ class ServerSettings:
     workers: int = setting("Worker processes", 2, min=1, max=64)
     threads: int = setting("Threads per worker process that run requests (gunicorn's sync "
                            "worker has one)", 8, min=1, max=256)
+    pin_workers: str = setting(
+        "Each worker process on a core of its own: auto (when the workers are at least as many "
+        "as the cores the server may use: it has the machine to itself), always, or never. A "
+        "worker's threads pass Python's GIL among themselves; across cores each pass costs a "
+        "wake-up on the other core and cold caches (docs/operations.md)", "auto",
+        choices=("auto", "always", "never"))
     worker_class: str = setting("gunicorn only: gthread (threads; keep-alive) or sync (one "
                                 "request at a time per process)", "gthread",
                                 choices=("gthread", "sync"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,8 +16,9 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 
+from credenza.cli.cores import claim_slot
 from credenza.cli.serve import reusable
-from tests.conftest import free_port, running_server
+from tests.conftest import Server, free_port, running_server
 from tests.tls import make_ca_and_server_cert
 
 GUNICORN = {"CREDENZA__SERVER__ENGINE": "gunicorn"}
@@ -351,3 +353,94 @@ def test_a_stopped_worker_leaves_the_live_gauges(tmp_path: Path, engine: str) ->
             path.write_bytes(b"")  # as a worker's live gauge would leave it
         assert server.stop() == 0
     assert not any(path.exists() for path in live)
+
+
+def workers_of(master: int) -> set[int]:
+    """The worker processes of the server ``master``: its children whose title says so."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{master}/task").glob("*/children"):
+        children.update(int(pid) for pid in task.read_text().split())
+    workers = set()
+    for pid in children:
+        try:
+            if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.add(pid)
+        except OSError:  # it ended meanwhile
+            continue
+    return workers
+
+
+def cores_of(pid: int) -> set[frozenset[int]]:
+    """The CPU affinity of each thread of process ``pid``."""
+    cores = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            cores.add(frozenset(os.sched_getaffinity(int(task.name))))
+        except OSError:  # that thread ended meanwhile
+            continue
+    return cores
+
+
+def settled_workers(server: Server, count: int, leaving: int = 0) -> dict[int, frozenset[int]]:
+    """The server's ``count`` workers (without ``leaving``) once each has loaded the app, and
+    the one CPU affinity all threads of each share (every thread, those started before the
+    worker took its core too)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers = workers_of(server.process.pid) - {leaving}
+        affinities = {pid: cores_of(pid) for pid in workers}
+        if len(workers) == count and all(len(found) == 1 for found in affinities.values()):
+            try:  # loaded: its threads are all started
+                requests.get(server.url + "/status", timeout=5)
+            except requests.ConnectionError:
+                pass
+            else:
+                return {pid: next(iter(found)) for pid, found in affinities.items()}
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} settled workers:\n{server.log()}")
+
+
+@pytest.mark.skipif(not 2 <= len(os.sched_getaffinity(0)) <= 8,
+                    reason="a worker per core needs 2 to 8 usable cores here")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_worker_runs_on_a_core_of_its_own(tmp_path: Path, engine: str) -> None:
+    """A worker's threads pass the GIL among themselves, and cost about twice the CPU when the
+    kernel spreads them over cores; a replacement worker takes the core of the one it
+    replaces."""
+    usable = frozenset(os.sched_getaffinity(0))
+    env = {**ENGINES[engine][0], "CREDENZA__SERVER__WORKERS": str(len(usable))}
+    with running_server(tmp_path, [], env) as server:  # as many workers as cores: auto pins
+        workers = settled_workers(server, len(usable))
+        assert set(workers.values()) == {frozenset({core}) for core in usable}
+        gone = next(iter(workers))
+        os.kill(gone, signal.SIGKILL)
+        replaced = settled_workers(server, len(usable), leaving=gone)
+        assert gone not in replaced
+        assert set(replaced.values()) == set(workers.values())  # the freed core again
+        assert server.stop() == 0
+    for name, workers_setting, pin_workers in [("never", len(usable), "never"),
+                                               ("fewer", len(usable) - 1, "auto")]:
+        (tmp_path / name).mkdir()
+        with running_server(tmp_path / name, [], {
+                **env, "CREDENZA__SERVER__WORKERS": str(workers_setting),
+                "CREDENZA__SERVER__PIN_WORKERS": pin_workers}) as server:
+            assert set(settled_workers(server, workers_setting).values()) == {usable}
+            assert server.stop() == 0
+    (tmp_path / "always").mkdir()
+    with running_server(tmp_path / "always", [], {
+            **env, "CREDENZA__SERVER__WORKERS": "1", "CREDENZA__SERVER__PIN_WORKERS": "always"}) \
+            as server:
+        assert set(settled_workers(server, 1).values()) == {frozenset({min(usable)})}
+        assert server.stop() == 0
+
+
+def test_workers_claim_the_lowest_free_slot() -> None:
+    first, second = claim_slot(os.getpid()), claim_slot(os.getpid())
+    assert (first.number, second.number) == (0, 1)
+    other_server = claim_slot(os.getpid() + 1)  # each server counts its own
+    assert other_server.number == 0
+    first.close()
+    again = claim_slot(os.getpid())
+    assert again.number == 0
+    for slot in (second, other_server, again):
+        slot.close()

@@ -29,6 +29,7 @@ from granian.constants import Interfaces
 from granian.http import HTTP1Settings
 
 from credenza import jsonlog
+from credenza.cli.cores import pin_worker
 from credenza.cli.serve import host_and_port, leave_metrics, load_app, say_serving
 from credenza.config import Config
 from credenza.wsgi.app import StartResponse
@@ -68,6 +69,7 @@ def worker_app() -> ServedApp:
     """The app of one worker process (granian calls it in the worker, once)."""
     _stop_with_master()
     config = Config.load()  # as the master did: same file, same environment
+    pin_worker(config.server.pin_workers, config.server.workers)
     app = load_app(config)
     multiprocessing.util.Finalize(None, leave_metrics, args=(os.getpid(),), exitpriority=0)
     return ServedApp(app, config.server.access_log)

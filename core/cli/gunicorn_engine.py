@@ -10,6 +10,7 @@ from gunicorn import sock as gunicorn_sockets
 from gunicorn.app.base import BaseApplication
 
 from credenza import jsonlog
+from credenza.cli.cores import pin_worker
 from credenza.cli.serve import leave_metrics, load_app, reusable, say_serving
 from credenza.config import Config
 
@@ -71,9 +72,10 @@ class CredenzaServer(BaseApplication):
     # the load (and timed out at start), while a loaded worker was idle. A worker listens
     # once it can answer; until one can, connections are refused and clients retry.
 
-    @staticmethod
-    def post_fork(_arbiter: Any, worker: Any) -> None:
-        """A worker with its own sockets closes them until it has loaded the app."""
+    def post_fork(self, _arbiter: Any, worker: Any) -> None:
+        """A worker takes its core, and one with its own sockets closes them until it has
+        loaded the app."""
+        pin_worker(self.config.server.pin_workers, self.config.server.workers)
         if worker.cfg.reuse_port:
             for listener in worker.sockets:
                 listener.close()
