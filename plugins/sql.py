@@ -861,19 +861,25 @@ def _insert(conn: Connection) -> Any:
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(cache)
 
 
+#: a PostgreSQL pool keeps every connection it opens, up to 15: one opened past a smaller pool
+#: ("overflow") is closed when it comes back, and under load each such read or transaction
+#: opened a new connection first (a new server process: the slow tail, up to a second, of
+#: issuance on PostgreSQL)
+POOL = {"pool_size": 15, "max_overflow": 0}
+
+
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return sa.create_engine(url, pool_pre_ping=True, **POOL)
 
 
 def _reader_engine(engine: Engine) -> Engine:
     """A PostgreSQL engine for single-statement reads: autocommit (no BEGIN, nothing to roll
     back when the connection returns to the pool), no ping (the caller retries instead)."""
-    return sa.create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=5,
-                            max_overflow=10)
+    return sa.create_engine(engine.url, isolation_level="AUTOCOMMIT", **POOL)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -284,6 +284,30 @@ def test_a_postgres_restart_between_reads_goes_unnoticed(postgres: Postgres,
         store.close()
 
 
+def test_postgres_connections_are_opened_once_under_load(postgres: Postgres,
+                                                       tmp_path: Path) -> None:
+    """A connection opened past the pool's core was closed when it came back: under load each
+    such read opened a new server connection first (a process on the server), and issuance on
+    PostgreSQL had a slow tail of up to a second."""
+    store = make_store(postgres.database(), tmp_path)
+    for engine in (store.engine, store.reader):  # reads by key, and transactions
+        opened: list[object] = []
+        sa.event.listen(engine, "connect",
+                        lambda connection, _record, opened=opened: opened.append(connection))
+        for burst in range(3):  # 12 threads at once, and a lull
+            held = [engine.raw_connection() for _ in range(12)]
+            for connection in held:
+                connection.close()
+            if burst == 0:
+                first = len(opened)
+        assert 0 < first <= 12
+        assert len(opened) == first  # the later bursts found them all in the pool
+    item = record()
+    store.add(item)
+    assert store.get(item.token_id) == item
+    store.close()
+
+
 def test_sqlite_reads_see_every_commit_from_any_number_of_threads(tmp_path: Path) -> None:
     """Each thread keeps its own read connection: more threads than the pool holds read at
     once, and a thread's kept connection reads what another store (process) committed since
