@@ -16,7 +16,8 @@ Prints req/s, the ratio to the bare limit, p50 and p99 for each.
 
     python benchmarks/http_paths.py [--seconds 10] [--paths afp,issue,verify,postgres]
         [--engine granian|gunicorn] [--worker-class gthread|sync] [--workers 2]
-        [--threads 8] [--worker-connections N] [--keepalive 2] [--shared-socket]
+        [--threads 8] [--pin-workers auto|always|never] [--worker-connections N]
+        [--keepalive 2] [--shared-socket]
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--worker-connections", type=int, default=1000)
     parser.add_argument("--keepalive", type=int, default=2)
+    parser.add_argument("--pin-workers", default="auto", choices=("auto", "always", "never"))
     parser.add_argument("--shared-socket", action="store_true",
                         help="reuse_port = false: the workers accept from one socket")
     parser.add_argument("--paths", default=",".join(PATHS),
@@ -156,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     args.layout = wrk.Layout(args.worker_class, args.workers, args.threads,
                              args.worker_connections, args.keepalive, not args.shared_socket,
-                             args.engine)
+                             args.engine, args.pin_workers)
     paths = set(args.paths.split(","))
     client = new_api_key("bench-app")
 

@@ -127,7 +127,8 @@ def free_port() -> int:
 @attrs.frozen
 class Layout:
     """How ``credenza serve`` serves: the ``[server]`` settings of credenza that the benchmarks
-    vary (worker_class, worker_connections and reuse_port are gunicorn's only)."""
+    vary (worker_class, worker_connections and reuse_port are gunicorn's only; the bare app's
+    servers are never pinned)."""
 
     worker_class: str = "gthread"
     workers: int = 2
@@ -136,24 +137,28 @@ class Layout:
     keepalive_seconds: int = 2
     reuse_port: bool = True
     engine: str = "granian"
+    pin_workers: str = "auto"
 
     def __str__(self) -> str:
+        pinned = f"pin_workers {self.pin_workers}"
         if self.engine == "granian":
-            return (f"granian, {self.workers} workers x {self.threads} threads, "
+            return (f"granian, {self.workers} workers x {self.threads} threads, {pinned}, "
                     f"keep-alive {self.keepalive_seconds} s, one shared socket")
         return (f"gunicorn {self.worker_class}, {self.workers} workers x {self.threads} threads, "
-                f"worker_connections {self.worker_connections}, "
+                f"{pinned}, worker_connections {self.worker_connections}, "
                 f"keep-alive {self.keepalive_seconds} s, "
                 f"{'a socket per worker' if self.reuse_port else 'one shared socket'}")
 
     def toml(self) -> str:
         """The ``[server]`` lines of credenza's configuration."""
-        return "\n".join([f'engine = "{self.engine}"',
-                          f'worker_class = "{self.worker_class}"', f"workers = {self.workers}",
-                          f"threads = {self.threads}",
-                          f"worker_connections = {self.worker_connections}",
-                          f"keepalive_seconds = {self.keepalive_seconds}",
-                          f"reuse_port = {str(self.reuse_port).lower()}"])
+        lines = [f'engine = "{self.engine}"', f"workers = {self.workers}",
+                 f"threads = {self.threads}", f'pin_workers = "{self.pin_workers}"',
+                 f"keepalive_seconds = {self.keepalive_seconds}"]
+        if self.engine == "gunicorn":
+            lines += [f'worker_class = "{self.worker_class}"',
+                      f"worker_connections = {self.worker_connections}",
+                      f"reuse_port = {str(self.reuse_port).lower()}"]
+        return "\n".join(lines)
 
     def command(self, port: int) -> list[str]:
         """The same layout serving the bare app on ``port``."""

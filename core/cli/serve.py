@@ -34,10 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: ``[server] engine`` -> the module whose ``serve(config)`` runs it (imported when chosen)
-ENGINES = {"granian": "credenza.cli.granian_engine", "gunicorn": "credenza.cli.gunicorn_engine"}
-
-
 @click.command()
 @click.option("--bind", metavar="HOST:PORT", help="Address to listen on ([server] bind).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Worker processes ([server] workers).")
@@ -66,7 +62,8 @@ def serve(state: CliState, bind: str | None, workers: int | None, certfile: Path
     check_bind(server.bind)
     if state.config_path:  # what a worker that starts afresh (not forked) loads
         os.environ[CONFIG_ENV] = state.config_path
-    importlib.import_module(ENGINES[server.engine]).serve(config)
+    # each engine (the choices of [server] engine) is the module NAME_engine, imported when chosen
+    importlib.import_module(f"credenza.cli.{server.engine}_engine").serve(config)
 
 
 def say_serving(config: Config) -> None:
