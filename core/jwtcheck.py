@@ -8,7 +8,6 @@ algorithm always comes from the key, never from the token's header.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,6 +16,7 @@ import attrs
 import jwt
 
 from credenza.errors import Unauthenticated
+from credenza.expiring import ExpiringMap
 
 #: the longest token any verifier looks at
 MAX_TOKEN_BYTES = 8192
@@ -60,11 +60,10 @@ def checked_claims(token: str, key: Any, algorithm: str, *, require: Iterable[st
 
 @attrs.frozen
 class Verified:
-    """A token's checked claims, the key that signed it, and how long they may be reused."""
+    """A token's checked claims, and the key that signed it."""
 
     kid: str
     claims: dict[str, Any]
-    until: float
 
 
 class VerifiedTokens:
@@ -81,11 +80,8 @@ class VerifiedTokens:
 
     def __init__(self, size: int = 10_000, ttl: float = 60,
                  clock: Callable[[], float] = time.time) -> None:
-        self._entries: dict[bytes, Verified] = {}
-        self._size = size
+        self._entries: ExpiringMap[bytes, Verified] = ExpiringMap(size, clock)
         self._ttl = ttl
-        self._clock = clock
-        self._lock = threading.Lock()
 
     @staticmethod
     def _key(token: str, context: str) -> bytes:
@@ -97,18 +93,12 @@ class VerifiedTokens:
         found = self._entries.get(key)
         if found is None:
             return None
-        now = self._clock()
-        if now >= found.until or now >= float(found.claims.get("exp", 0)) + leeway:
-            with self._lock:
-                self._entries.pop(key, None)
+        if self._entries.clock() >= float(found.claims.get("exp", 0)) + leeway:
+            self._entries.pop(key)
             return None
         return found
 
     def put(self, token: str, context: str, kid: str, claims: dict[str, Any]) -> None:
         """Remember that ``token`` passed the checks named ``context`` with key ``kid``."""
-        with self._lock:
-            if len(self._entries) >= self._size:  # full: forget the older half
-                for old in list(self._entries)[: self._size // 2]:
-                    del self._entries[old]
-            self._entries[self._key(token, context)] = Verified(kid, claims,
-                                                                self._clock() + self._ttl)
+        self._entries.put(self._key(token, context), Verified(kid, claims),
+                          self._entries.clock() + self._ttl)

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from credenza.expiring import ExpiringMap
+
 if TYPE_CHECKING:
     from credenza.settings import Section
 
@@ -106,9 +108,8 @@ class VerifiedCache:
 
     def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl_seconds
-        self.max_entries = max_entries
         self._key = secrets.token_bytes(32)
-        self._entries: dict[bytes, tuple[float, object]] = {}
+        self._entries: ExpiringMap[bytes, object] = ExpiringMap(max_entries)
         self._checking: dict[bytes, _Check] = {}  # checks under way, by key
         self._lock = threading.Lock()
 
@@ -125,8 +126,8 @@ class VerifiedCache:
         mac = self._mac(*parts)
         with self._lock:
             found = self._entries.get(mac)
-            if found is not None and found[0] > time.monotonic():
-                return found[1]
+            if found is not None:
+                return found
             under_way = self._checking.get(mac)
             if under_way is None:
                 mine = self._checking[mac] = _Check()
@@ -138,7 +139,7 @@ class VerifiedCache:
         try:
             mine.value = check()
             if mine.value is not None:
-                self._remember(mac, mine.value)
+                self._entries.put(mac, mine.value, time.monotonic() + self.ttl)
         except BaseException as exc:
             mine.error = exc
             raise
@@ -150,15 +151,6 @@ class VerifiedCache:
 
     def _mac(self, *parts: str) -> bytes:
         return hmac.new(self._key, "\0".join(parts).encode(), hashlib.sha256).digest()
-
-    def _remember(self, mac: bytes, value: object) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._entries) >= self.max_entries:
-                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
-                while len(self._entries) >= self.max_entries:
-                    self._entries.pop(next(iter(self._entries)))
-            self._entries[mac] = (now + self.ttl, value)
 
 
 class _Check:

@@ -51,6 +51,7 @@ import attrs
 from credenza import metrics
 from credenza.config import Section
 from credenza.errors import Unauthenticated, Unavailable
+from credenza.expiring import ExpiringMap
 from credenza.grantmap import GroupGrantMap
 from credenza.health import HealthProbe
 from credenza.markers import hookimpl
@@ -87,25 +88,19 @@ UNREACHABLE = (ldap_errors.LDAPCommunicationError, ldap_errors.LDAPSocketOpenErr
 
 
 class TtlCache:
-    """Values by key for ``ttl`` seconds, bounded."""
+    """Values by key for ``ttl`` seconds, bounded (0: none kept)."""
 
     def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
-        self.ttl, self.max_entries = ttl, max_entries
-        self._entries: dict[str, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
+        self.ttl = ttl
+        self._entries: ExpiringMap[str, Any] = ExpiringMap(max_entries)
 
     def get_or_load(self, key: str, load: Callable[[], _T]) -> _T:
-        now = time.monotonic()
-        with self._lock:
-            found = self._entries.get(key)
-        if found and found[0] > now:
-            return found[1]
+        found = self._entries.get(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
         value = load()  # failures propagate and are not cached
         if self.ttl > 0:
-            with self._lock:
-                if len(self._entries) >= self.max_entries:
-                    self._entries.clear()
-                self._entries[key] = (now + self.ttl, value)
+            self._entries.put(key, value, time.monotonic() + self.ttl)
         return value
 
 

@@ -45,6 +45,7 @@ import msgspec
 from credenza import metrics
 from credenza.config import Config, Section
 from credenza.errors import ConfigError, Unavailable
+from credenza.expiring import ExpiringMap
 from credenza.health import HealthProbe
 from credenza.markers import hookimpl
 from credenza.models import (
@@ -560,9 +561,10 @@ class SqlTokenStore:
         #: on a SQLite file, each thread's own read connection: (pid, connection)
         self._thread_reader = threading.local() if sqlite_file else None
         #: on a SQLite file, the host's count of changes to stored records, and the records
-        #: this process read lately: token id -> (count when read, until when, record)
+        #: this process read lately: token id -> (count when read, record)
         self._changes = ChangeCounter(Path(f"{database}.changes")) if sqlite_file else None
-        self._known: dict[str, tuple[int, float, TokenRecord]] = {}
+        self._known: ExpiringMap[str, tuple[int, TokenRecord]] = ExpiringMap(
+            self.KNOWN_RECORDS)
         self._get = Prepared(self.engine, sa.select(tokens).where(
             tokens.c.token_id == sa.bindparam("token_id")))
         self._find = Prepared(self.engine, sa.select(tokens).join(secrets_table).where(
@@ -733,15 +735,13 @@ class SqlTokenStore:
         # the stored one: every bearer request, validate and introspect asks for the same few.
         count, now = self._changes.value(), time.monotonic()  # the count first, then the row
         known = self._known.get(token_id)
-        if known is not None and known[0] == count and known[1] > now:
-            return known[2]
+        if known is not None and known[0] == count:
+            return known[1]
         rows = self._read("get", self._get, token_id=token_id)
         if not rows:
             return None  # not remembered: another process may be about to add it
         record = _record(_Row._make(rows[0]))
-        if len(self._known) >= self.KNOWN_RECORDS:
-            self._known = {}
-        self._known[token_id] = (count, now + self.KNOWN_SECONDS, record)
+        self._known.put(token_id, (count, record), now + self.KNOWN_SECONDS)
         return record
 
     def find(self, secret_hash: bytes) -> TokenRecord | None:
