@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -97,9 +97,10 @@ audiences = ["{audience}"]
 @contextlib.contextmanager
 def running_server(
     tmp_path: Path, args: list[str], env: Mapping[str, str] | None = None,
-    scheme: str = "http", verify: str | bool = True,
+    scheme: str = "http", verify: str | bool = True, serve_args: Sequence[str] = (),
 ) -> Iterator[Server]:
-    """Start ``credenza [args] serve --bind 127.0.0.1:PORT`` and wait until /status answers."""
+    """Start ``credenza [args] serve [serve_args] --bind 127.0.0.1:PORT`` and wait until
+    /status answers."""
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
     # gunicorn 27's gthread worker now and then waits its whole graceful_timeout on SIGTERM for
@@ -107,7 +108,8 @@ def running_server(
     full_env = {**os.environ, "CREDENZA__SERVER__GRACEFUL_TIMEOUT": "5", **(env or {})}
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "credenza", *args, "serve", "--bind", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "credenza", *args, "serve", *serve_args,
+             "--bind", f"127.0.0.1:{port}"],
             stdout=log, stderr=subprocess.STDOUT, env=full_env, text=True, cwd=tmp_path,
         )
     server = Server(process, f"{scheme}://127.0.0.1:{port}", log_path)

@@ -408,8 +408,10 @@ def test_each_worker_runs_on_a_core_of_its_own(tmp_path: Path, engine: str) -> N
     kernel spreads them over cores; a replacement worker takes the core of the one it
     replaces."""
     usable = frozenset(os.sched_getaffinity(0))
-    env = {**ENGINES[engine][0], "CREDENZA__SERVER__WORKERS": str(len(usable))}
-    with running_server(tmp_path, [], env) as server:  # as many workers as cores: auto pins
+    env = {**ENGINES[engine][0], "CREDENZA__SERVER__WORKERS": "1"}
+    # as many workers as cores: auto pins (the workers count the command line's, not the
+    # configuration's, even where they load it afresh)
+    with running_server(tmp_path, [], env, serve_args=["--workers", str(len(usable))]) as server:
         workers = settled_workers(server, len(usable))
         assert set(workers.values()) == {frozenset({core}) for core in usable}
         gone = next(iter(workers))
@@ -422,13 +424,13 @@ def test_each_worker_runs_on_a_core_of_its_own(tmp_path: Path, engine: str) -> N
                                                ("fewer", len(usable) - 1, "auto")]:
         (tmp_path / name).mkdir()
         with running_server(tmp_path / name, [], {
-                **env, "CREDENZA__SERVER__WORKERS": str(workers_setting),
+                **ENGINES[engine][0], "CREDENZA__SERVER__WORKERS": str(workers_setting),
                 "CREDENZA__SERVER__PIN_WORKERS": pin_workers}) as server:
             assert set(settled_workers(server, workers_setting).values()) == {usable}
             assert server.stop() == 0
     (tmp_path / "always").mkdir()
     with running_server(tmp_path / "always", [], {
-            **env, "CREDENZA__SERVER__WORKERS": "1", "CREDENZA__SERVER__PIN_WORKERS": "always"}) \
+            **env, "CREDENZA__SERVER__PIN_WORKERS": "always"}) \
             as server:
         assert set(settled_workers(server, 1).values()) == {frozenset({min(usable)})}
         assert server.stop() == 0

@@ -51,6 +51,10 @@ def serve(state: CliState, bind: str | None, workers: int | None, certfile: Path
     if (server.certfile is None) != (server.keyfile is None):
         raise click.UsageError("TLS needs both --certfile and --keyfile")
     config = attrs.evolve(config, server=server)
+    for key, value in overrides.items():  # a worker that loads the configuration afresh
+        if value is not None:             # (granian's) must see what the master serves
+            os.environ[f"CREDENZA__SERVER__{key.upper()}"] = str(
+                value.resolve() if isinstance(value, Path) else value)
     jsonlog.configure(config.log_level, config.log_format)
     config.ensure_data_dir()
     prepare_metrics_dir()
